@@ -1,0 +1,30 @@
+# poisonscan: detect backdoor-poisoned training images by Heatmap Clustering.
+# Run: snakemake --cores 2   (profiles/default is picked up automatically)
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/explain.smk"
+include: "rules/distances.smk"
+include: "rules/cluster.smk"
+include: "rules/evaluate.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/summary.csv",
+
+
+onsuccess:
+    print_summary("results/summary.csv")

@@ -1,0 +1,63 @@
+import csv
+import re
+from pathlib import Path
+
+from poisonscan import code_version
+from poisonscan.config import load_schema, validate_config
+from poisonscan.evaluate import format_table
+
+# Validate once, fill schema defaults in place; errors name the bad key.
+_validated = validate_config(
+    config, load_schema(Path(workflow.basedir) / "config" / "schema.yaml")
+)
+config.clear()
+config.update(_validated)
+
+DATASET = config["dataset"]["name"]
+SCENARIOS = sorted(config["scenarios"])
+DISTANCES = ["l2", "gw"]
+METHODS = [f"hc_{d}" for d in DISTANCES] + ["ac"]
+
+
+wildcard_constraints:
+    dataset=re.escape(DATASET),
+    scenario="|".join(re.escape(s) for s in SCENARIOS),
+    distance="|".join(DISTANCES),
+
+
+def scenario_dir(wildcards):
+    return f"results/{wildcards.dataset}/{wildcards.scenario}"
+
+
+def scenario_params(wildcards):
+    return config["scenarios"][wildcards.scenario]
+
+
+def evaluation_files(wildcards=None):
+    return expand(
+        "results/{dataset}/{scenario}/evaluation.json",
+        dataset=DATASET,
+        scenario=SCENARIOS,
+    )
+
+
+def scenario_context(wildcards):
+    """Descriptive columns of the summary rows of one scenario."""
+    sc = config["scenarios"][wildcards.scenario]
+    return {
+        "dataset": wildcards.dataset,
+        "scenario": wildcards.scenario,
+        "attack": sc["attack"],
+        "poison_rate": sc["poison_rate"],
+        "sticker_size": sc["sticker_size"],
+        "model": config["model"]["name"],
+    }
+
+
+def print_summary(path):
+    if Path(path).is_file():
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        cols = ["scenario", "method", "n", "n_poison", "tn", "fp", "fn", "tp", "acc", "tpr",
+                "tnr", "f1", "clean_acc", "asr"]
+        print(f"\nDetection summary ({path}):\n{format_table(rows, cols)}\n")

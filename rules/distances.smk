@@ -1,0 +1,35 @@
+rule distances_l2:
+    input:
+        store="results/{dataset}/{scenario}/explain.zarr",
+    output:
+        store=directory("results/{dataset}/{scenario}/distances/l2.zarr"),
+    params:
+        code=code_version("distances", "steps"),
+    log:
+        "results/logs/distances_l2/{dataset}/{scenario}.log",
+    benchmark:
+        "results/benchmarks/distances_l2/{dataset}/{scenario}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/distances_l2.py"
+
+
+rule distances_gw:
+    input:
+        store="results/{dataset}/{scenario}/explain.zarr",
+    output:
+        store=directory("results/{dataset}/{scenario}/distances/gw.zarr"),
+    params:
+        gw=config["distances"]["gw"],
+        cluster=config["dask"],
+        code=code_version("distances", "parallel", "steps"),
+    log:
+        log="results/logs/distances_gw/{dataset}/{scenario}.log",
+        dask_report="results/logs/distances_gw/{dataset}/{scenario}.dask-report.html",
+    benchmark:
+        "results/benchmarks/distances_gw/{dataset}/{scenario}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/distances_gw.py"

@@ -1,0 +1,40 @@
+rule evaluate:
+    input:
+        store="results/{dataset}/{scenario}/explain.zarr",
+        metrics="results/{dataset}/{scenario}/metrics.json",
+        clusters=expand(
+            "results/{{dataset}}/{{scenario}}/clusters/{method}.npz", method=METHODS
+        ),
+    output:
+        evaluation="results/{dataset}/{scenario}/evaluation.json",
+    params:
+        methods=METHODS,
+        context=scenario_context,
+        code=code_version("evaluate", "steps"),
+    log:
+        "results/logs/evaluate/{dataset}/{scenario}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{dataset}/{scenario}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/evaluate.py"
+
+
+rule summary:
+    input:
+        evaluations=evaluation_files,
+    output:
+        summary=report(
+            "results/summary.csv",
+            caption="../workflow/report/summary.rst",
+            category="Detection",
+        ),
+    params:
+        code=code_version("evaluate", "steps"),
+    log:
+        "results/logs/summary.log",
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/summary.py"

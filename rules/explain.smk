@@ -1,0 +1,19 @@
+rule explain:
+    input:
+        dataset="results/{dataset}/{scenario}/poisoned.h5",
+        checkpoint="results/{dataset}/{scenario}/model.safetensors",
+        sidecar="results/{dataset}/{scenario}/model.safetensors.json",
+    output:
+        store=directory("results/{dataset}/{scenario}/explain.zarr"),
+    params:
+        scenario=scenario_params,
+        explain=config["explain"],
+        code=code_version("explain", "models", "training", "storage", "steps"),
+    log:
+        "results/logs/explain/{dataset}/{scenario}.log",
+    benchmark:
+        "results/benchmarks/explain/{dataset}/{scenario}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/explain.py"

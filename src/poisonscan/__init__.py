@@ -1,0 +1,39 @@
+"""poisonscan: find backdoor-poisoned training images by clustering their explanations.
+
+Modules, one concept each:
+
+- :mod:`poisonscan.data`        procedural traffic-sign dataset (the embedded default)
+- :mod:`poisonscan.attacks`     backdoor poisoning of a dataset
+- :mod:`poisonscan.models`      CNN architectures (registry)
+- :mod:`poisonscan.training`    training, checkpoints, clean accuracy and attack success rate
+- :mod:`poisonscan.explain`     LRP heatmaps and activations (zennit)
+- :mod:`poisonscan.distances`   Euclidean and Gromov-Wasserstein distance matrices
+- :mod:`poisonscan.parallel`    Dask cluster selection
+- :mod:`poisonscan.clustering`  SpRAy spectral clustering and Activation Clustering
+- :mod:`poisonscan.evaluate`    detection metrics and the summary table
+- :mod:`poisonscan.storage`     HDF5 / zarr formats, atomic writes
+- :mod:`poisonscan.config`      configuration schema validation
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def code_version(*modules: str) -> str:
+    """Hash of the package version and the source of the named ``poisonscan`` modules.
+
+    Rules pass it through ``params:`` so that Snakemake reruns a step when the
+    code it runs changes (Snakemake does not track imported modules itself).
+    """
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    h = hashlib.sha256(__version__.encode())
+    for name in sorted(modules):
+        path = here / f"{name}.py"
+        if not path.is_file():
+            raise ValueError(f"no module poisonscan.{name} at {path}")
+        h.update(name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]

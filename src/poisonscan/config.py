@@ -1,0 +1,148 @@
+"""Configuration: JSON-schema validation with defaults, then checks across keys.
+
+Errors are raised as :class:`ConfigError` whose message names the offending
+key (dotted path) and, where the schema has them, the allowed values.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from poisonscan.attacks import n_poison_for
+
+__all__ = ["ConfigError", "load_schema", "validate_config"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, of the wrong type, or out of range."""
+
+
+def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read the YAML/JSON schema at ``path``."""
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def _fill_defaults(validator_cls: type[jsonschema.protocols.Validator]) -> Any:
+    """A validator class that also inserts each property's ``default`` when absent."""
+    check_properties = validator_cls.VALIDATORS["properties"]
+
+    def properties(
+        validator: Any, props: Mapping[str, Any], instance: Any, schema: Any
+    ) -> Iterator:
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_cls, {"properties": properties})
+
+
+def _key(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = _key(error.absolute_path)
+    if error.validator == "enum":
+        allowed = ", ".join(repr(v) for v in error.validator_value)
+        return f"config key '{where}': {error.instance!r} is not allowed; allowed values: {allowed}"
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        hint = f"; known keys: {', '.join(known)}" if known else ""
+        return f"config key '{where}': {error.message}{hint}"
+    return f"config key '{where}': {error.message}"
+
+
+def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` against ``schema``; return a copy with defaults filled in.
+
+    Raises
+    ------
+    ConfigError
+        On the first (most specific) schema violation, or a violation of a rule
+        that spans several keys (unknown class, sticker larger than the image ...).
+    """
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"config must be a mapping of keys to values, got {type(config).__name__}"
+        )
+    cfg = copy.deepcopy(dict(config))
+    validator = _fill_defaults(jsonschema.Draft202012Validator)(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (-len(e.absolute_path), e.path))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise ConfigError(_describe(best))
+    _check_semantics(cfg)
+    return cfg
+
+
+def _check_semantics(cfg: dict[str, Any]) -> None:
+    from poisonscan.data import CLASS_NAMES  # the dataset's classes decide valid ids
+
+    ds = cfg["dataset"]
+    n_classes = len(CLASS_NAMES)
+    size = ds["image_size"]
+    for name, sc in cfg["scenarios"].items():
+        at = f"scenarios.{name}"
+        for key in ("source", "target"):
+            if sc[key] >= n_classes:
+                raise ConfigError(
+                    f"config key '{at}.{key}': class {sc[key]} does not exist in dataset "
+                    f"{ds['name']!r} (allowed: 0..{n_classes - 1})"
+                )
+        if sc["source"] == sc["target"]:
+            raise ConfigError(f"config key '{at}': source and target are both class {sc['source']}")
+        s = sc["sticker_size"]
+        if s > size:
+            raise ConfigError(
+                f"config key '{at}.sticker_size': {s} is larger than the {size}x{size} image"
+            )
+        top, left, bottom, right = sc["window"]
+        if not (top < bottom <= size and left < right <= size):
+            raise ConfigError(
+                f"config key '{at}.window': {sc['window']} is not a rectangle "
+                f"[top, left, bottom, right) inside the {size}x{size} image"
+            )
+        if bottom - top < s or right - left < s:
+            raise ConfigError(
+                f"config key '{at}.window': {sc['window']} is smaller than the {s}x{s} sticker"
+            )
+        n_train = ds["n_train_per_class"]
+        n_poison = n_poison_for(sc["poison_rate"], n_train)
+        if n_poison > n_train:
+            raise ConfigError(
+                f"config key '{at}.poison_rate': {sc['poison_rate']} needs {n_poison} poisoned "
+                f"images but the source class has only {n_train}"
+            )
+        if n_poison == 0:
+            raise ConfigError(
+                f"config key '{at}.poison_rate': {sc['poison_rate']} gives no poisoned image "
+                f"for {n_train} target-class images"
+            )
+    dask = cfg["dask"]
+    for mode in ("address", "scheduler_file"):
+        if dask["cluster"] == mode and not dask.get(mode):
+            raise ConfigError(f"config key 'dask.{mode}' is required when dask.cluster is {mode!r}")
+    gw = cfg["distances"]["gw"]
+    if size % gw["pool"]:
+        raise ConfigError(
+            f"config key 'distances.gw.pool': {gw['pool']} does not divide the image size {size}"
+        )
+
+
+def read_config(path: str | os.PathLike[str], schema_path: str | os.PathLike[str]) -> dict:
+    """Load and validate the YAML config at ``path``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    with open(p) as f:
+        return validate_config(yaml.safe_load(f) or {}, load_schema(schema_path))

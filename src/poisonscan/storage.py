@@ -1,0 +1,164 @@
+"""On-disk formats: HDF5 image datasets and zarr stores, written atomically.
+
+Every writer here follows one rule: a file or directory appears under its final
+name only once it is complete. Writers fill a temporary sibling and rename it
+into place, so an interrupted step never leaves an output that a later step
+(or Snakemake) would take as finished.
+
+Formats
+-------
+Image dataset (HDF5, one file)
+    ``x_train`` (n, H, W, 3) uint8, ``y_train`` (n,) int64, ``x_test``, ``y_test``;
+    poisoned datasets add ``y_train_original``, ``poison_mask`` (bool),
+    ``trigger_position`` (n, 2) int64 (row, col of the trigger's top-left corner,
+    -1 where none), ``x_test_triggered`` and ``y_test_triggered_original``.
+    File attributes hold JSON strings: ``class_names``, ``meta`` (generator or
+    attack parameters).
+Explanation store (zarr group)
+    ``heatmaps`` (n, H, W) float32, ``activations`` (n, D) float32, ``index`` (n,)
+    int64 (position in the training set), ``label``, ``prediction`` (n,) int64,
+    ``poison`` (n,) bool; group attributes describe the method.
+Distance store (zarr group)
+    ``distances`` (n, n) float64 chunked in (T, T) tiles and ``done`` (n_t, n_t)
+    bool, one chunk per tile, so parallel writers never share a chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "ImageDataset",
+    "atomic_path",
+    "read_dataset",
+    "write_dataset",
+]
+
+
+@dataclass
+class ImageDataset:
+    """Images in HWC uint8 with integer labels, plus optional poisoning ground truth.
+
+    Attributes
+    ----------
+    x_train, x_test : ndarray of shape (n, H, W, 3), uint8
+    y_train, y_test : ndarray of shape (n,), int64
+    class_names : list of str
+        Human-readable name per class id.
+    meta : dict
+        Generator or attack parameters (JSON-serialisable).
+    extra : dict of str to ndarray
+        Further arrays (poison mask, original labels, triggered test images ...).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        h, w, c = self.x_train.shape[1:]
+        return int(h), int(w), int(c)
+
+
+_CORE = ("x_train", "y_train", "x_test", "y_test")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; move it to ``path`` only on success.
+
+    Works for files and directories (zarr stores). On any exception the
+    temporary is removed and ``path`` is left untouched.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif tmp.exists():
+            tmp.unlink()
+
+
+def write_dataset(path: str | os.PathLike[str], data: ImageDataset) -> None:
+    """Write ``data`` to one HDF5 file at ``path`` (atomically, gzip-compressed)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        arrays: Mapping[str, np.ndarray] = {
+            "x_train": data.x_train,
+            "y_train": data.y_train,
+            "x_test": data.x_test,
+            "y_test": data.y_test,
+            **data.extra,
+        }
+        for name, arr in arrays.items():
+            arr = np.asarray(arr)
+            chunked = arr.ndim >= 3 and arr.shape[0] > 0
+            f.create_dataset(
+                name,
+                data=arr,
+                compression="gzip" if chunked else None,
+                chunks=(min(256, arr.shape[0]), *arr.shape[1:]) if chunked else None,
+            )
+        f.attrs["class_names"] = json.dumps(list(data.class_names))
+        f.attrs["meta"] = json.dumps(data.meta, sort_keys=True)
+
+
+def read_dataset(path: str | os.PathLike[str]) -> ImageDataset:
+    """Read an :class:`ImageDataset` written by :func:`write_dataset`.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not HDF5 or lacks one of the core arrays.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"dataset file not found: {p}")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as err:
+        raise ValueError(f"{p} is not a readable HDF5 dataset file ({err})") from err
+    with f:
+        missing = [k for k in _CORE if k not in f]
+        if missing:
+            raise ValueError(f"{p} lacks the arrays {missing}; expected {list(_CORE)}")
+        core = {k: f[k][()] for k in _CORE}
+        extra = {k: f[k][()] for k in f if k not in _CORE}
+        class_names = json.loads(f.attrs.get("class_names", "[]"))
+        meta = json.loads(f.attrs.get("meta", "{}"))
+    return ImageDataset(
+        x_train=core["x_train"],
+        y_train=core["y_train"].astype(np.int64),
+        x_test=core["x_test"],
+        y_test=core["y_test"].astype(np.int64),
+        class_names=class_names,
+        meta=meta,
+        extra=extra,
+    )

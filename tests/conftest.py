@@ -1,0 +1,36 @@
+"""Shared fixtures: small datasets built in memory, no files needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poisonscan.storage import ImageDataset
+
+REPO = Path(__file__).resolve().parents[1]
+GTSRB_NPZ = REPO.parent / "shared" / "data" / "gtsrb" / "gtsrb32.npz"
+
+
+def random_dataset(
+    n_classes: int = 4, n_train: int = 30, n_test: int = 10, size: int = 32, seed: int = 0
+) -> ImageDataset:
+    """Noise images with a class-dependent colour tint, so a CNN can learn them."""
+    rng = np.random.default_rng(seed)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(n_classes), n)
+        x = rng.integers(0, 120, size=(y.size, size, size, 3))
+        x[np.arange(y.size), :, :, y % 3] += 100 + 30 * (y[:, None, None] // 3)
+        return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+    x_train, y_train = split(n_train)
+    x_test, y_test = split(n_test)
+    names = [f"class {i}" for i in range(n_classes)]
+    return ImageDataset(x_train, y_train, x_test, y_test, names, meta={"generator": "random"})
+
+
+@pytest.fixture
+def small_dataset() -> ImageDataset:
+    return random_dataset()

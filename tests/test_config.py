@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from poisonscan.config import ConfigError, load_schema, read_config, validate_config
+
+SCHEMA = load_schema(REPO / "config" / "schema.yaml")
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def with_change(path: str, value: Any) -> dict:
+    cfg = copy.deepcopy(DEFAULT)
+    *parents, last = path.split(".")
+    node = cfg
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return cfg
+
+
+def test_default_config_is_valid_and_defaults_are_filled() -> None:
+    cfg = validate_config(DEFAULT, SCHEMA)
+    assert cfg["scenarios"]["sticker_p15_s3"]["poison_rate"] == 0.15
+    minimal = validate_config(
+        {"dataset": {"name": "synthetic"},
+         "scenarios": {"a": {"attack": "sticker", "source": 2, "target": 5, "poison_rate": 0.1}}},
+        SCHEMA,
+    )  # fmt: skip
+    assert minimal["training"]["epochs"] == 12
+    assert minimal["scenarios"]["a"]["sticker_size"] == 3
+    assert minimal["distances"]["gw"]["pool"] == 4
+    assert DEFAULT["scenarios"]["sticker_p15_s3"].get("nonexistent") is None  # input untouched
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("scenarios.sticker_p15_s3.poison_rate", 0, r"poison_rate': 0 is less than or equal"),
+        ("scenarios.sticker_p15_s3.poison_rate", 1.0, r"poison_rate': 1.0 is greater than or"),
+        ("scenarios.sticker_p15_s3.poison_rate", "high", r"poison_rate': 'high' is not of type"),
+        ("scenarios.sticker_p15_s3.source", 43, r"source': class 43 does not exist.*0\.\.11"),
+        ("scenarios.sticker_p15_s3.target", 2, r"source and target are both class 2"),
+        ("scenarios.sticker_p15_s3.sticker_size", 40, r"sticker_size': 40 is larger than"),
+        ("scenarios.sticker_p15_s3.window", [16, 16, 40, 24], r"window'.*not a rectangle"),
+        ("scenarios.sticker_p15_s3.color", "yellow", r"color': 'yellow' does not match"),
+        ("training.epochs", 0, r"training.epochs': 0 is less than the minimum of 1"),
+        ("training.epochs", 2.5, r"training.epochs': 2.5 is not of type 'integer'"),
+        ("model.name", "resnet", r"model.name': 'resnet' is not allowed; allowed values: 'net'"),
+        ("explain.composite", "magic", r"explain.composite'.*allowed values: 'epsilon'"),
+        ("training.momentum", 0.9, r"'training'.*'momentum' was unexpected.*known keys"),
+        ("dask.cluster", "address", r"dask.address' is required"),
+        ("distances.gw.pool", 5, r"distances.gw.pool': 5 does not divide"),
+    ],
+)
+def test_bad_values_name_the_key(path: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(with_change(path, value), SCHEMA)
+
+
+def test_missing_files_and_sections(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        read_config(tmp_path / "nope.yaml", REPO / "config" / "schema.yaml")
+    with pytest.raises(ConfigError, match="'scenarios' is a required property"):
+        validate_config({"dataset": {"name": "synthetic"}}, SCHEMA)
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        validate_config(["not", "a", "mapping"], SCHEMA)  # type: ignore[arg-type]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 50) | st.floats(-2, 2) | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+config_keys = st.sampled_from(
+    ["dataset", "scenarios", "model", "training", "explain", "distances", "clustering", "dask"]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(config_keys, json_values, max_size=6), st.data())
+def test_random_configs_fail_only_with_config_errors(random: dict, data: st.DataObject) -> None:
+    # merge random sections over the default, or mutate one leaf, then validate
+    cfg = copy.deepcopy(DEFAULT) | random
+    if data.draw(st.booleans()):
+        sc = cfg.get("scenarios")
+        if isinstance(sc, dict) and isinstance(sc.get("sticker_p15_s3"), dict):
+            key = data.draw(st.sampled_from(sorted(sc["sticker_p15_s3"])))
+            sc["sticker_p15_s3"][key] = data.draw(json_values)
+    try:
+        validate_config(cfg, SCHEMA)
+    except ConfigError as err:
+        assert str(err).startswith("config key") or "config must be" in str(err)

@@ -1,0 +1,118 @@
+"""The Snakemake workflow end to end on a tiny config, and its lint."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+TINY = {
+    "dataset": {"name": "synthetic", "seed": 3, "n_train_per_class": 40, "n_test_per_class": 10},
+    "scenarios": {
+        "tiny": {"attack": "sticker", "source": 2, "target": 5, "poison_rate": 0.2, "seed": 1}
+    },
+    "training": {"epochs": 2, "batch_size": 64},
+    "explain": {"batch_size": 16},
+    "distances": {"gw": {"pool": 8, "tile": 16}},
+    "clustering": {"n_neighbors": 5},
+}
+
+
+def run_snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+
+
+def write_config(workdir: Path, config: dict) -> Path:
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("workflow")
+    config = write_config(workdir, TINY)
+    proc = run_snakemake(workdir, "--configfile", str(config))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (workdir / "stdout.txt").write_text(proc.stdout + proc.stderr)
+    return workdir
+
+
+@pytest.mark.slow
+def test_workflow_writes_summary_with_every_method(finished_run: Path) -> None:
+    with open(finished_run / "results" / "summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["method"] for r in rows) == ["ac", "hc_gw", "hc_l2"]
+    for row in rows:
+        assert row["dataset"] == "synthetic" and row["scenario"] == "tiny"
+        assert row["attack"] == "sticker" and float(row["poison_rate"]) == 0.2
+        assert row["model"] == "net" and row["sticker_size"] == "3"
+        # 40 clean target images + round(0.2 * 40 / 0.8) = 10 poisoned
+        assert int(row["n"]) == 50 and int(row["n_poison"]) == 10
+        counts = [int(row[k]) for k in ("tn", "fp", "fn", "tp")]
+        assert sum(counts) == 50 and int(row["tp"]) + int(row["fn"]) == 10
+        assert 0.0 <= float(row["clean_acc"]) <= 1.0 and 0.0 <= float(row["asr"]) <= 1.0
+    # the table is printed at the end of the run
+    assert "Detection summary" in (finished_run / "stdout.txt").read_text()
+    for rule in ("train", "explain", "distances_gw"):
+        assert (finished_run / "results" / "logs" / rule).is_dir()
+    assert (finished_run / "results/logs/distances_gw/synthetic/tiny.dask-report.html").is_file()
+
+
+@pytest.mark.slow
+def test_second_run_does_nothing(finished_run: Path) -> None:
+    proc = run_snakemake(finished_run, "--configfile", str(finished_run / "config.yaml"), "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def planned_rules(workdir: Path, config: dict) -> set[str]:
+    """Rules a dry run of ``config`` would execute in ``workdir``."""
+    sub = workdir / f"plan-{abs(hash(yaml.safe_dump(config)))}"
+    sub.mkdir(exist_ok=True)
+    proc = run_snakemake(workdir, "--configfile", str(write_config(sub, config)), "-n")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return set(re.findall(r"^rule (\w+):", proc.stdout + proc.stderr, flags=re.MULTILINE))
+
+
+@pytest.mark.slow
+def test_config_changes_rerun_exactly_the_affected_rules(finished_run: Path) -> None:
+    clustering = {**TINY, "clustering": {"n_neighbors": 6}}
+    assert planned_rules(finished_run, clustering) == {
+        "cluster_distances", "evaluate", "summary", "all",
+    }  # fmt: skip
+    explain = {**TINY, "explain": {"batch_size": 16, "composite": "epsilon"}}
+    assert planned_rules(finished_run, explain) == {
+        "explain", "distances_l2", "distances_gw", "cluster_distances", "cluster_activations",
+        "evaluate", "summary", "all",
+    }  # fmt: skip
+
+
+def test_bad_config_is_reported_with_the_key(tmp_path: Path) -> None:
+    bad = {**TINY, "scenarios": {"x": {**TINY["scenarios"]["tiny"], "poison_rate": 1.5}}}
+    proc = run_snakemake(tmp_path, "--configfile", str(write_config(tmp_path, bad)), "-n")
+    assert proc.returncode != 0
+    assert "scenarios.x.poison_rate': 1.5" in proc.stdout + proc.stderr
+
+
+def test_lint_is_clean() -> None:
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--lint", "--directory", str(REPO)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,16 @@
+"""Rule distances_gw: Gromov-Wasserstein distances, tiled over a Dask cluster."""
+
+# Dask's worker processes are spawned and re-import this file as __mp_main__,
+# where the snakemake object does not exist: run only in the main process.
+if __name__ == "__main__":
+    from poisonscan import steps
+
+    steps.setup_logging(snakemake.log.log)
+    steps.distances_gw(
+        snakemake.input.store,
+        snakemake.output.store,
+        snakemake.params.gw,
+        snakemake.params.cluster,
+        threads=snakemake.threads,
+        performance_report=snakemake.log.dask_report,
+    )

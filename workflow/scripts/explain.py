@@ -1,0 +1,13 @@
+"""Rule explain: LRP heatmaps and activations of the analysed class into zarr."""
+
+from poisonscan import steps
+
+steps.setup_logging(snakemake.log[0])
+steps.explain_target(
+    snakemake.input.dataset,
+    snakemake.input.checkpoint,
+    snakemake.output.store,
+    snakemake.params.scenario,
+    snakemake.params.explain,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,6 @@
+"""Rule make_dataset: generate the embedded procedural dataset."""
+
+from poisonscan import steps
+
+steps.setup_logging(snakemake.log[0])
+steps.make_dataset(snakemake.output.dataset, snakemake.params.dataset, snakemake.output.montage)

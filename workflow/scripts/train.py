@@ -1,0 +1,13 @@
+"""Rule train: train the CNN on the poisoned dataset; checkpoint and metrics."""
+
+from poisonscan import steps
+
+steps.setup_logging(snakemake.log[0])
+steps.train(
+    snakemake.input.dataset,
+    snakemake.output.checkpoint,
+    snakemake.output.metrics,
+    snakemake.params.model,
+    snakemake.params.training,
+    threads=snakemake.threads,
+)
