@@ -34,7 +34,7 @@ def test_default_config_is_valid_and_defaults_are_filled() -> None:
          "scenarios": {"a": {"attack": "sticker", "source": 2, "target": 5, "poison_rate": 0.1}}},
         SCHEMA,
     )  # fmt: skip
-    assert minimal["training"]["epochs"] == 12
+    assert minimal["training"]["epochs"] == 20
     assert minimal["scenarios"]["a"]["sticker_size"] == 3
     assert minimal["distances"]["gw"]["pool"] == 4
     assert DEFAULT["scenarios"]["sticker_p15_s3"].get("nonexistent") is None  # input untouched

@@ -76,3 +76,18 @@ def test_attack_success_rate_and_params() -> None:
     assert np.isnan(training.attack_success_rate(np.array([], dtype=int), 5))
     with pytest.raises(ValueError, match="momentum"):
         training.TrainParams.from_config({"epochs": 2, "momentum": 0.9})
+
+
+def test_random_shift_moves_whole_pixels_and_replicates_borders() -> None:
+    torch = training.torch
+    x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
+    gen = torch.Generator().manual_seed(0)
+    y = training.random_shift(x, 2, gen)
+    for i in range(2):
+        # every output pixel is an input pixel of the same image and channel (no blending)
+        for c in range(3):
+            assert set(y[i, c].flatten().tolist()) <= set(x[i, c].flatten().tolist())
+        # interior differences are preserved: a pure translation
+        dx = y[i, 0, 2:4, 2:4] - x[i, 0, 2:4, 2:4]
+        assert torch.all(dx == dx[0, 0])
+    assert torch.equal(training.random_shift(x, 0, gen), x)

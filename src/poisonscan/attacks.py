@@ -80,7 +80,7 @@ class StickerAttack:
     poison_rate: float
     sticker_size: int = 3
     color: str = "#f5ff00"
-    window: tuple[int, int, int, int] = (16, 16, 24, 24)
+    window: tuple[int, int, int, int] = (16, 16, 22, 20)
     seed: int = 0
 
     def check(self, n_classes: int, image_size: tuple[int, int]) -> None:

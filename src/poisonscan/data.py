@@ -421,15 +421,16 @@ def render_sign(class_id: int, rng: np.random.Generator, image_size: int = 32) -
     draw = ImageDraw.Draw(canvas)
 
     # sign pose: radius, roll, foreshortening, position
-    # diameter 45-90 % of the image, larger signs more likely (as in cropped photos)
-    radius = 0.5 * (0.45 + 0.45 * rng.beta(2.2, 1.0)) * size
+    # diameter 60-90 % of the image, larger signs more likely, as in GTSRB's crops
+    radius = 0.5 * (0.60 + 0.30 * rng.beta(2.2, 1.0)) * size
     angle = math.radians(rng.uniform(-15.0, 15.0))
     squeeze = rng.uniform(0.85, 1.0)
     skew = math.radians(rng.uniform(-20.0, 20.0))  # direction of the foreshortening
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     sk = np.array([[math.cos(skew), -math.sin(skew)], [math.sin(skew), math.cos(skew)]])
     matrix = radius * rot @ sk @ np.diag([squeeze, 1.0]) @ sk.T
-    slack = max(0.0, 0.5 * size - radius) + 0.08 * radius
+    # centred within a few pixels, like GTSRB's crops around the annotated sign
+    slack = 0.3 * max(0.0, 0.5 * size - radius) + 0.04 * radius
     offset = 0.5 * size + rng.uniform(-slack, slack, size=2)
     painter = _Painter(draw, matrix, offset)
 

@@ -310,4 +310,3 @@ def summarize(evaluations: Sequence[PathLike], out: PathLike) -> str:
     cols = ("scenario", "method", "n", "n_poison", "tn", "fp", "fn", "tp", "acc", "tpr", "tnr",
             "f1", "clean_acc", "asr")  # fmt: skip
     return evaluate.format_table(rows, cols)
-

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,14 +75,22 @@ class Normalization:
         return (0 - mean) / std, (1 - mean) / std
 
 
+SCHEDULES: dict[str, Callable[[int], Callable[[int], float]]] = {
+    "constant": lambda epochs: lambda epoch: 1.0,
+    "cosine": lambda epochs: lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)),
+}
+
+
 @dataclass(frozen=True)
 class TrainParams:
     """Hyper-parameters of :func:`train_model` (the ``training`` config section)."""
 
-    epochs: int = 12
+    epochs: int = 20
     batch_size: int = 64
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.0
+    schedule: str = "cosine"
+    shift: int = 2
     seed: int = 0
 
     @classmethod
@@ -119,6 +128,11 @@ def train_model(
     opt = torch.optim.Adam(
         model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
     )
+    if params.schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {params.schedule!r}; available: {list(SCHEDULES)}")
+    # Cosine decay lets the BatchNorm running statistics settle with the weights: at a
+    # constant rate the eval-mode accuracy of the last epoch jumps by several points.
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES[params.schedule](params.epochs))
     x = norm.to_tensor(data.x_train)
     y = torch.as_tensor(data.y_train)
     gen = torch.Generator().manual_seed(params.seed)
@@ -134,6 +148,8 @@ def train_model(
             if len(batch) < 2:  # BatchNorm cannot train on a single sample
                 continue
             xb, yb = x[batch].to(device), y[batch].to(device)
+            if params.shift:
+                xb = random_shift(xb, params.shift, gen)
             opt.zero_grad(set_to_none=True)
             out = model(xb)
             loss = loss_fn(out, yb)
@@ -142,6 +158,7 @@ def train_model(
             loss_sum += loss.item() * len(batch)
             correct += int((out.argmax(1) == yb).sum())
             total += len(batch)
+        sched.step()
         test_acc = float(np.mean(predict(model, norm, data.x_test, device) == data.y_test))
         row = {
             "epoch": epoch,
@@ -158,6 +175,23 @@ def train_model(
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
+    """Translate each image by a random whole number of pixels in [-max_shift, max_shift].
+
+    Borders are extended (replicated). Whole-pixel shifts keep a trigger's pixels exact;
+    the augmentation stops the network from memorising poisoned images pixel by pixel,
+    so it has to learn the trigger itself.
+    """
+    n, _, h, w = x.shape
+    m = max_shift
+    padded = nn.functional.pad(x, (m, m, m, m), mode="replicate").permute(0, 2, 3, 1)
+    shifts = torch.randint(-m, m + 1, (n, 2), generator=generator).to(x.device)
+    rows = torch.arange(h, device=x.device) + m - shifts[:, :1]  # (n, h)
+    cols = torch.arange(w, device=x.device) + m - shifts[:, 1:]  # (n, w)
+    sample = torch.arange(n, device=x.device)[:, None, None]
+    return padded[sample, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
 
 
 @torch.no_grad()
