@@ -451,15 +451,15 @@ def render_sign(class_id: int, rng: np.random.Generator, image_size: int = 32) -
 
     small = canvas.reduce(ss) if ss > 1 else canvas
     # blur, capped relative to the sign so the digits stay legible in principle
-    sigma = rng.uniform(0.0, 0.7) if rng.random() < 0.92 else rng.uniform(0.7, 1.0)
-    sigma = min(sigma, 2.0 * radius / ss / 24.0)
+    sigma = rng.uniform(0.0, 1.0) if rng.random() < 0.85 else rng.uniform(1.0, 1.5)
+    sigma = min(sigma, 2.0 * radius / ss / 16.0)
     if sigma > 0.15:
         small = small.filter(ImageFilter.GaussianBlur(radius=sigma))
 
     # photometric changes: contrast, brightness, colour cast, uneven light, gamma, noise
     x = np.asarray(small, dtype=np.float32)
     mean = x.mean(axis=(0, 1), keepdims=True)
-    contrast = rng.uniform(0.6, 1.2) if rng.random() < 0.9 else rng.uniform(0.45, 0.6)
+    contrast = rng.uniform(0.45, 1.1) if rng.random() < 0.8 else rng.uniform(0.3, 0.45)
     x = (x - mean) * contrast + mean
     gain = rng.uniform(0.45, 1.35) * rng.uniform(0.88, 1.12, size=3)
     coords = (np.arange(out, dtype=np.float32) + 0.5) / out - 0.5
@@ -469,7 +469,7 @@ def render_sign(class_id: int, rng: np.random.Generator, image_size: int = 32) -
     )
     x = x * gain.astype(np.float32) * shade[..., None]
     x = 255.0 * (np.clip(x, 0.0, 255.0) / 255.0) ** rng.uniform(0.8, 1.25)
-    noise = rng.uniform(1.0, 5.0)
+    noise = rng.uniform(2.0, 10.0)
     x = x + rng.normal(0.0, noise, size=x.shape).astype(np.float32)
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
