@@ -116,3 +116,18 @@ def test_lint_is_clean() -> None:
         [*SNAKEMAKE, "--lint", "--directory", str(REPO)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_slurm_profile_requests_gpus_for_training_and_heatmaps(tmp_path: Path) -> None:
+    config = write_config(tmp_path, TINY)
+    proc = run_snakemake(
+        tmp_path, "--configfile", str(config), "-n",
+        "--workflow-profile", str(REPO / "profiles" / "slurm"),
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    blocks = dict(re.findall(r"^rule (\w+):\n((?:    .*\n)+)", out, flags=re.MULTILINE))
+    for rule in ("train", "explain"):
+        assert "gpu=1" in blocks[rule] and "cpus_per_gpu=8" in blocks[rule], blocks[rule]
+    assert "gpu=" not in blocks["distances_gw"]
+    assert "mem_mb=32000" in blocks["distances_gw"]
