@@ -15,7 +15,7 @@ config.update(_validated)
 
 DATASET = config["dataset"]["name"]
 SCENARIOS = sorted(config["scenarios"])
-DISTANCES = ["l2", "gw"]
+DISTANCES = config["distances"]["methods"]
 METHODS = [f"hc_{d}" for d in DISTANCES] + ["ac"]
 
 

@@ -8,7 +8,7 @@ rule make_dataset:
         ),
     params:
         dataset=config["dataset"],
-        code=code_version("data", "storage", "steps"),
+        code=code_version("data", "gtsrb", "storage", "steps"),
     log:
         "results/logs/make_dataset/{dataset}.log",
     benchmark:

@@ -100,3 +100,26 @@ def test_random_configs_fail_only_with_config_errors(random: dict, data: st.Data
         validate_config(cfg, SCHEMA)
     except ConfigError as err:
         assert str(err).startswith("config key") or "config must be" in str(err)
+
+
+def test_gtsrb_dataset_needs_an_existing_path_and_has_43_classes(tmp_path: Path) -> None:
+    gtsrb = with_change("dataset", {"name": "gtsrb"})
+    with pytest.raises(ConfigError, match="'path' is a required property"):
+        validate_config(gtsrb, SCHEMA)
+    missing = with_change("dataset", {"name": "gtsrb", "path": str(tmp_path / "gtsrb32.npz")})
+    with pytest.raises(ConfigError, match=r"dataset.path': .*gtsrb32.npz does not exist"):
+        validate_config(missing, SCHEMA)
+    (tmp_path / "gtsrb32.npz").write_bytes(b"")
+    ok = with_change("dataset", {"name": "gtsrb", "path": str(tmp_path / "gtsrb32.npz")})
+    ok["scenarios"]["sticker_p15_s3"]["source"] = 42
+    assert validate_config(ok, SCHEMA)["dataset"]["crop_roi"] is False
+    ok["scenarios"]["sticker_p15_s3"]["source"] = 43
+    with pytest.raises(ConfigError, match=r"class 43 does not exist in dataset 'gtsrb'.*0\.\.42"):
+        validate_config(ok, SCHEMA)
+
+
+def test_distance_methods_are_validated() -> None:
+    cfg = validate_config(with_change("distances.methods", ["l2"]), SCHEMA)
+    assert cfg["distances"]["methods"] == ["l2"]
+    with pytest.raises(ConfigError, match=r"distances.methods.0': 'cosine' is not allowed"):
+        validate_config(with_change("distances.methods", ["cosine"]), SCHEMA)

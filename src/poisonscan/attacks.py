@@ -161,6 +161,7 @@ class StickerAttack:
             class_names=clean.class_names,
             meta=meta,
             extra={
+                **clean.extra,
                 "y_train_original": y.copy(),
                 "poison_mask": mask,
                 "trigger_position": trigger_position,

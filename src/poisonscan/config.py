@@ -86,10 +86,15 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
 
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
-    from poisonscan.data import CLASS_NAMES  # the dataset's classes decide valid ids
+    from poisonscan import data, gtsrb  # the dataset's classes decide valid ids
 
     ds = cfg["dataset"]
-    n_classes = len(CLASS_NAMES)
+    n_classes = len(gtsrb.CLASS_NAMES if ds["name"] == "gtsrb" else data.CLASS_NAMES)
+    if ds["name"] == "gtsrb" and not Path(ds["path"]).exists():
+        raise ConfigError(
+            f"config key 'dataset.path': {ds['path']} does not exist (expected the GTSRB npz "
+            "file or the folder holding GTSRB/Final_Training/Images)"
+        )
     size = ds["image_size"]
     for name, sc in cfg["scenarios"].items():
         at = f"scenarios.{name}"
@@ -116,6 +121,8 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
             raise ConfigError(
                 f"config key '{at}.window': {sc['window']} is smaller than the {s}x{s} sticker"
             )
+        if ds["name"] != "synthetic":
+            continue  # class sizes are known only once the data is read (poison step)
         n_train = ds["n_train_per_class"]
         n_poison = n_poison_for(sc["poison_rate"], n_train)
         if n_poison > n_train:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import zarr
 
-from poisonscan import clustering, data, distances, evaluate, explain, training
+from poisonscan import clustering, data, distances, evaluate, explain, gtsrb, training
 from poisonscan.attacks import attack_from_config
 from poisonscan.parallel import dask_client
 from poisonscan.storage import atomic_path, read_dataset, write_dataset
@@ -74,18 +74,21 @@ def _set_threads(threads: int) -> None:
 
 
 def make_dataset(out: PathLike, params: Mapping[str, Any], montage: PathLike | None = None) -> None:
-    """Generate the embedded dataset described by the ``dataset`` config section."""
-    if params["name"] != "synthetic":
-        raise ValueError(f"unknown dataset {params['name']!r}; available: ['synthetic']")
+    """Generate or import the dataset described by the ``dataset`` config section."""
     t0 = time.perf_counter()
-    ds = data.make_synthetic_signs(
-        n_train_per_class=params["n_train_per_class"],
-        n_test_per_class=params["n_test_per_class"],
-        seed=params["seed"],
-        image_size=params["image_size"],
-    )
+    if params["name"] == "synthetic":
+        ds = data.make_synthetic_signs(
+            n_train_per_class=params["n_train_per_class"],
+            n_test_per_class=params["n_test_per_class"],
+            seed=params["seed"],
+            image_size=params["image_size"],
+        )
+    elif params["name"] == "gtsrb":
+        ds = gtsrb.load_gtsrb(params["path"], params["image_size"], params["crop_roi"])
+    else:
+        raise ValueError(f"unknown dataset {params['name']!r}; available: ['synthetic', 'gtsrb']")
     log.info(
-        "generated %d train / %d test images of %d classes in %.1f s",
+        "%s: %d train / %d test images of %d classes in %.1f s", params["name"],
         len(ds.y_train), len(ds.y_test), ds.n_classes, time.perf_counter() - t0,
     )  # fmt: skip
     write_dataset(out, ds)
