@@ -131,3 +131,38 @@ def test_slurm_profile_requests_gpus_for_training_and_heatmaps(tmp_path: Path) -
         assert "gpu=1" in blocks[rule] and "cpus_per_gpu=8" in blocks[rule], blocks[rule]
     assert "gpu=" not in blocks["distances_gw"]
     assert "mem_mb=32000" in blocks["distances_gw"]
+
+
+def planned_jobs(workdir: Path, config: dict) -> set[tuple[str, str]]:
+    """(rule, scenario) of every job a dry run of ``config`` would execute."""
+    sub = workdir / f"jobs-{abs(hash(yaml.safe_dump(config)))}"
+    sub.mkdir(exist_ok=True)
+    proc = run_snakemake(workdir, "--configfile", str(write_config(sub, config)), "-n")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    jobs = set()
+    for rule, body in re.findall(r"^rule (\w+):\n((?:    .*\n)+)", out, flags=re.MULTILINE):
+        scenario = re.search(r"scenario=([\w-]+)", body)
+        jobs.add((rule, scenario.group(1) if scenario else ""))
+    return jobs
+
+
+PER_SCENARIO = {"poison", "train", "explain", "distances_l2", "distances_gw",
+                "cluster_distances", "cluster_activations", "evaluate"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_attack_change_reruns_only_that_scenario(finished_run: Path) -> None:
+    changed = {**TINY, "scenarios": {"tiny": {**TINY["scenarios"]["tiny"], "poison_rate": 0.25}}}
+    jobs = planned_jobs(finished_run, changed)
+    assert {rule for rule, _ in jobs} == PER_SCENARIO | {"summary", "all"}
+    assert {sc for rule, sc in jobs if rule in PER_SCENARIO} == {"tiny"}
+
+
+@pytest.mark.slow
+def test_added_scenario_runs_only_the_new_one(finished_run: Path) -> None:
+    extra = {**TINY["scenarios"]["tiny"], "sticker_size": 2}
+    added = {**TINY, "scenarios": {**TINY["scenarios"], "tiny_s2": extra}}
+    jobs = planned_jobs(finished_run, added)
+    assert {sc for rule, sc in jobs if rule in PER_SCENARIO} == {"tiny_s2"}
+    assert {rule for rule, _ in jobs} == PER_SCENARIO | {"summary", "all"}
