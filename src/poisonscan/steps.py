@@ -222,8 +222,9 @@ def distances_gw(
     gw = distances.GWParams.from_config(cfg)
     work = f"{out}.partial"
     if Path(work).exists():
-        found = zarr.open_group(work, mode="r").attrs.get("params")
-        if found != gw.to_dict() or zarr.open_group(work, mode="r").attrs.get("tile") != tile:
+        attrs = zarr.open_group(work, mode="r").attrs
+        found = {"params": attrs.get("params"), "tile": attrs.get("tile")}
+        if found != {"params": gw.to_dict(), "tile": tile}:
             log.warning("discarding %s: made with other parameters %s", work, found)
             shutil.rmtree(work)
         else:
