@@ -5,7 +5,7 @@ rule cluster_distances:
         clusters="results/{dataset}/{scenario}/clusters/hc_{distance}.npz",
     params:
         clustering=config["clustering"],
-        code=code_version("clustering", "distances", "steps"),
+        code=code_version("clustering", "distances", "steps.cluster", "steps.common"),
     log:
         "results/logs/cluster_distances/{dataset}/{scenario}/{distance}.log",
     benchmark:
@@ -23,7 +23,7 @@ rule cluster_activations:
         clusters="results/{dataset}/{scenario}/clusters/ac.npz",
     params:
         clustering=config["activation_clustering"],
-        code=code_version("clustering", "steps"),
+        code=code_version("clustering", "steps.cluster", "steps.common"),
     log:
         "results/logs/cluster_activations/{dataset}/{scenario}.log",
     benchmark:

@@ -8,7 +8,7 @@ rule make_dataset:
         ),
     params:
         dataset=config["dataset"],
-        code=code_version("data", "gtsrb", "storage", "steps"),
+        code=code_version("data", "gtsrb", "storage", "steps.data", "steps.common"),
     log:
         "results/logs/make_dataset/{dataset}.log",
     benchmark:
@@ -26,7 +26,7 @@ rule poison:
         dataset="results/{dataset}/{scenario}/poisoned.h5",
     params:
         scenario=scenario_params,
-        code=code_version("attacks", "storage", "steps"),
+        code=code_version("attacks", "storage", "steps.data", "steps.common"),
     log:
         "results/logs/poison/{dataset}/{scenario}.log",
     benchmark:

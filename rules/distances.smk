@@ -4,7 +4,7 @@ rule distances_l2:
     output:
         store=directory("results/{dataset}/{scenario}/distances/l2.zarr"),
     params:
-        code=code_version("distances", "steps"),
+        code=code_version("distances", "steps.distances", "steps.common"),
     log:
         "results/logs/distances_l2/{dataset}/{scenario}.log",
     benchmark:
@@ -23,7 +23,7 @@ rule distances_gw:
     params:
         gw=config["distances"]["gw"],
         cluster=config["dask"],
-        code=code_version("distances", "parallel", "steps"),
+        code=code_version("distances", "parallel", "steps.distances", "steps.common"),
     log:
         log="results/logs/distances_gw/{dataset}/{scenario}.log",
         dask_report="results/logs/distances_gw/{dataset}/{scenario}.dask-report.html",

@@ -10,7 +10,7 @@ rule evaluate:
     params:
         methods=METHODS,
         context=scenario_context,
-        code=code_version("evaluate", "steps"),
+        code=code_version("evaluate", "steps.cluster", "steps.common"),
     log:
         "results/logs/evaluate/{dataset}/{scenario}.log",
     benchmark:
@@ -31,7 +31,7 @@ rule summary:
             category="Detection",
         ),
     params:
-        code=code_version("evaluate", "steps"),
+        code=code_version("evaluate", "steps.cluster", "steps.common"),
     log:
         "results/logs/summary.log",
     conda:

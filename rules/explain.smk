@@ -8,7 +8,7 @@ rule explain:
     params:
         scenario=scenario_params,
         explain=config["explain"],
-        code=code_version("explain", "models", "training", "storage", "steps"),
+        code=code_version("explain", "models", "training", "storage", "steps.explain", "steps.common"),
     log:
         "results/logs/explain/{dataset}/{scenario}.log",
     benchmark:

@@ -8,7 +8,7 @@ rule train:
     params:
         model=config["model"],
         training=config["training"],
-        code=code_version("models", "training", "storage", "steps"),
+        code=code_version("models", "training", "storage", "steps.train", "steps.common"),
     log:
         "results/logs/train/{dataset}/{scenario}.log",
     benchmark:

@@ -91,3 +91,13 @@ def test_random_shift_moves_whole_pixels_and_replicates_borders() -> None:
         dx = y[i, 0, 2:4, 2:4] - x[i, 0, 2:4, 2:4]
         assert torch.all(dx == dx[0, 0])
     assert torch.equal(training.random_shift(x, 0, gen), x)
+
+
+def test_attack_success_rates_per_class_and_mean_ignore_the_target() -> None:
+    pred = np.array([5, 5, 1, 5, 5, 0, 5])
+    orig = np.array([1, 1, 1, 2, 2, 2, 5])
+    mean, per_class = training.attack_success_rates(pred, orig, 5)
+    assert per_class == {"1": 2 / 3, "2": 2 / 3}
+    assert mean == 2 / 3
+    mean, per_class = training.attack_success_rates(np.array([5]), np.array([5]), 5)
+    assert per_class == {} and np.isnan(mean)

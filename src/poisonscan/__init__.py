@@ -13,6 +13,7 @@ Modules, one concept each:
 - :mod:`poisonscan.evaluate`    detection metrics and the summary table
 - :mod:`poisonscan.storage`     HDF5 / zarr formats, atomic writes
 - :mod:`poisonscan.config`      configuration schema validation
+- :mod:`poisonscan.steps`       one function per workflow rule, one module per stage
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ __version__ = "0.1.0"
 def code_version(*modules: str) -> str:
     """Hash of the package version and the source of the named ``poisonscan`` modules.
 
+    Names are dotted below the package: ``"training"``, ``"steps.train"``.
+
     Rules pass it through ``params:`` so that Snakemake reruns a step when the
     code it runs changes (Snakemake does not track imported modules itself).
     """
@@ -32,7 +35,7 @@ def code_version(*modules: str) -> str:
     here = Path(__file__).parent
     h = hashlib.sha256(__version__.encode())
     for name in sorted(modules):
-        path = here / f"{name}.py"
+        path = here.joinpath(*name.split(".")).with_suffix(".py")
         if not path.is_file():
             raise ValueError(f"no module poisonscan.{name} at {path}")
         h.update(name.encode() + b"\0" + path.read_bytes())

@@ -29,6 +29,7 @@ __all__ = [
     "Normalization",
     "TrainParams",
     "attack_success_rate",
+    "attack_success_rates",
     "load_checkpoint",
     "predict",
     "save_checkpoint",
@@ -217,6 +218,44 @@ def predict(
 def attack_success_rate(predictions: np.ndarray, target: int) -> float:
     """Share of triggered (non-target) test images predicted as ``target``."""
     return float(np.mean(predictions == target)) if predictions.size else float("nan")
+
+
+def attack_success_rates(
+    predictions: np.ndarray, original_labels: np.ndarray, target: int
+) -> tuple[float, dict[str, float]]:
+    """Attack success per original class of the triggered test images, and their mean.
+
+    For a single-source attack the mean is the usual attack success rate; for
+    an all-class trigger (label-consistent attack) it is the mean attack
+    success rate over classes (mAER). Images of the target class itself are
+    ignored: they are "predicted as the target" without any attack.
+
+    Parameters
+    ----------
+    predictions : ndarray of shape (n,), int
+        Predicted classes of the triggered test images.
+    original_labels : ndarray of shape (n,), int
+        Their true classes before triggering.
+    target : int
+
+    Returns
+    -------
+    mean : float
+        NaN when no non-target image was triggered.
+    per_class : dict of str to float
+        Class id (as a string, for JSON) -> share predicted as ``target``.
+    """
+    if predictions.shape != original_labels.shape:
+        raise ValueError(
+            f"{predictions.shape[0]} predictions for {original_labels.shape[0]} labels"
+        )
+    per_class = {
+        str(int(c)): attack_success_rate(predictions[original_labels == c], target)
+        for c in np.unique(original_labels)
+        if c != target
+    }
+    mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
+    return mean, per_class
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

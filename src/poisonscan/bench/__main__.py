@@ -1,0 +1,3 @@
+from poisonscan.bench import main
+
+main()
