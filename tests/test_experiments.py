@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from poisonscan.experiments import aggregate, expand_matrix, scenario_name
+
+
+def test_grid_and_repetitions_cross_in_order_with_seeds() -> None:
+    spec = {
+        "standard": {
+            "attack": "sticker", "source": 2, "target": 5, "seed": 10,
+            "grid": {"poison_rate": [0.33, 0.05], "sticker_size": [1, 3]},
+            "repetitions": 2,
+        },
+        "clean": {"attack": "clean"},
+    }  # fmt: skip
+    out = expand_matrix(spec)
+    assert [s.name for s in out] == [
+        "standard_p33_s1_r0", "standard_p33_s1_r1", "standard_p33_s3_r0", "standard_p33_s3_r1",
+        "standard_p5_s1_r0", "standard_p5_s1_r1", "standard_p5_s3_r0", "standard_p5_s3_r1",
+        "clean",
+    ]  # fmt: skip
+    first, second = out[0], out[1]
+    assert first.config == {
+        "attack": "sticker", "source": 2, "target": 5, "seed": 10,
+        "poison_rate": 0.33, "sticker_size": 1,
+    }  # fmt: skip
+    assert second.config["seed"] == 11 and second.repetition == 1
+    assert first.point_label == "poison_rate=0.33 sticker_size=1"
+    assert out[-1].config == {"attack": "clean", "seed": 0} and out[-1].point == {}
+
+
+def test_names_of_fractional_rates_and_other_keys() -> None:
+    assert scenario_name("lc", {"poison_rate": 0.025, "amplitude": 64}, None) == "lc_p2_5_a64"
+    assert scenario_name("b", {"trigger": "four_corners"}, 3) == "b_triggerfourcorners_r3"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"bad name": {"attack": "clean"}}, "block name 'bad name'"),
+        ({"x": {"attack": "sticker", "grid": {"poison_rate": []}}}, "grid.poison_rate"),
+        ({"x": {"attack": "sticker", "grid": {"poison_rate": 0.1}}}, "grid.poison_rate"),
+        ({"x": {"poison_rate": 0.1, "grid": {"poison_rate": [0.2]}}}, "both fixed and in"),
+        ({"x": {"attack": "clean", "repetitions": 0}}, "repetitions must be"),
+        ({"x": {"attack": "clean", "repetitions": True}}, "repetitions must be"),
+        ({"x": {"grid": {"poison_rate": [0.1, 0.1]}}}, "occurs twice"),
+    ],
+)
+def test_bad_specs_name_the_key(spec: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        expand_matrix(spec)
+
+
+def test_aggregate_mean_and_population_std_skip_missing_values() -> None:
+    rows = [
+        {"matrix_block": "s", "grid_point": "p=0.1", "method": "hc", "tpr": "1.0", "acc": 0.5},
+        {"matrix_block": "s", "grid_point": "p=0.1", "method": "hc", "tpr": "0.5", "acc": ""},
+        {"matrix_block": "s", "grid_point": "p=0.1", "method": "ac", "tpr": "0.0", "acc": 1},
+    ]
+    out = {r["method"]: r for r in aggregate(rows, value_keys=("tpr", "acc"))}
+    assert out["hc"]["n"] == 2
+    assert out["hc"]["tpr_mean"] == 0.75 and out["hc"]["tpr_std"] == 0.25
+    assert out["hc"]["acc_mean"] == 0.5 and out["hc"]["acc_std"] == 0.0
+    assert out["ac"]["tpr_mean"] == 0.0
+    missing = aggregate([{"method": "x"}], group_keys=("method",), value_keys=("auroc",))
+    assert math.isnan(missing[0]["auroc_mean"])
