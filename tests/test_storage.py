@@ -4,9 +4,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from conftest import random_dataset
 
-from poisonscan.storage import atomic_path, read_dataset, write_dataset
+from poisonscan.storage import (
+    StoreError,
+    atomic_path,
+    create_array,
+    read_array,
+    read_dataset,
+    write_dataset,
+)
 
 
 def test_dataset_round_trip(tmp_path: Path) -> None:
@@ -47,3 +55,32 @@ def test_atomic_path_keeps_old_output_on_failure(tmp_path: Path) -> None:
         tmp.mkdir()
         (tmp / "a").write_text("1")
     assert (tmp_path / "store" / "a").read_text() == "1"
+
+
+def _store(tmp_path: Path) -> tuple[Path, list[Path]]:
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    create_array(root, "x", data=np.zeros((40, 4), np.float32), chunks=(10, 4))
+    chunks = sorted(p for p in (tmp_path / "s.zarr" / "x").rglob("*") if p.is_file()
+                    and p.name != "zarr.json")  # fmt: skip
+    return tmp_path / "s.zarr", chunks
+
+
+def test_read_array_round_trip_keeps_all_zero_chunks(tmp_path: Path) -> None:
+    store, chunks = _store(tmp_path)
+    assert len(chunks) == 4  # zarr would skip all four all-zero chunks by default
+    assert np.array_equal(read_array(store, "x"), np.zeros((40, 4), np.float32))
+
+
+def test_read_array_reports_missing_and_corrupted_chunks(tmp_path: Path) -> None:
+    store, chunks = _store(tmp_path)
+    chunks[1].unlink()
+    with pytest.raises(StoreError, match=r"only 3 of 4 chunks present.*delete .*s.zarr"):
+        read_array(store, "x")
+    store, chunks = _store(tmp_path)
+    chunks[2].write_bytes(b"garbage")
+    with pytest.raises(StoreError, match=r"s.zarr/x: a chunk is corrupted"):
+        read_array(zarr.open_group(str(store), mode="r"), "x")
+    with pytest.raises(StoreError, match="cannot open array 'y'"):
+        read_array(store, "y")
+    with pytest.raises(StoreError, match="cannot open array"):
+        read_array(tmp_path / "absent.zarr", "x")

@@ -37,10 +37,14 @@ from typing import Any
 
 import h5py
 import numpy as np
+import zarr
 
 __all__ = [
     "ImageDataset",
+    "StoreError",
     "atomic_path",
+    "create_array",
+    "read_array",
     "read_dataset",
     "write_dataset",
 ]
@@ -162,3 +166,50 @@ def read_dataset(path: str | os.PathLike[str]) -> ImageDataset:
         meta=meta,
         extra=extra,
     )
+
+
+class StoreError(ValueError):
+    """A zarr store is incomplete or corrupted; the message says which and what to do."""
+
+
+def create_array(group: zarr.Group, name: str, **kwargs: Any) -> zarr.Array:
+    """``group.create_array`` that writes every chunk, even one equal to the fill value.
+
+    zarr skips chunks equal to the fill value by default, and reads a missing
+    chunk back as the fill value: a lost or deleted chunk would then pass for
+    zeros. Writing all chunks lets :func:`read_array` tell "complete" from
+    "damaged".
+    """
+    return group.create_array(name, config={"write_empty_chunks": True}, **kwargs)
+
+
+def read_array(group: zarr.Group | str | os.PathLike[str], name: str) -> np.ndarray:
+    """Read a whole array of a store written with :func:`create_array`, checking it.
+
+    Raises
+    ------
+    StoreError
+        If the store or array is missing or unreadable, a chunk is missing,
+        or a chunk does not decompress; the message names the store and says
+        to delete it so that the rule that writes it runs again.
+    """
+    where = str(group) if not isinstance(group, zarr.Group) else str(group.store_path)
+    advice = f"delete {where} and rerun the rule that writes it"
+    try:
+        if not isinstance(group, zarr.Group):
+            group = zarr.open_group(str(group), mode="r")
+        arr = group[name]
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise StoreError(f"{where}: cannot open array {name!r} ({err}); {advice}") from err
+    if not isinstance(arr, zarr.Array):
+        raise StoreError(f"{where}: {name!r} is a group, not an array")
+    present, total = arr.nchunks_initialized, arr.nchunks
+    if present != total:
+        raise StoreError(
+            f"{where}/{name}: only {present} of {total} chunks present (damaged or "
+            f"incomplete store); {advice}"
+        )
+    try:
+        return np.asarray(arr[...])
+    except (RuntimeError, ValueError, OSError) as err:
+        raise StoreError(f"{where}/{name}: a chunk is corrupted ({err}); {advice}") from err
