@@ -18,12 +18,14 @@ include: "rules/explain.smk"
 include: "rules/distances.smk"
 include: "rules/cluster.smk"
 include: "rules/evaluate.smk"
+include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         "results/summary.csv",
+        "results/tables.md",
 
 
 onsuccess:

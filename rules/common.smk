@@ -5,6 +5,7 @@ from pathlib import Path
 from poisonscan import code_version
 from poisonscan.config import load_schema, validate_config
 from poisonscan.evaluate import format_table
+from poisonscan.experiments import expand_matrix
 
 # Validate once, fill schema defaults in place; errors name the bad key.
 _validated = validate_config(
@@ -15,6 +16,8 @@ config.update(_validated)
 
 DATASET = config["dataset"]["name"]
 SCENARIOS = sorted(config["scenarios"])
+# Where each scenario of the experiment matrix sits in it (for the aggregated tables).
+MATRIX = {sc.name: sc for sc in expand_matrix(config["matrix"])}
 DISTANCES = config["distances"]["methods"]
 METHODS = [f"hc_{d}" for d in DISTANCES] + ["ac"]
 
@@ -43,7 +46,8 @@ def evaluation_files(wildcards=None):
 
 def scenario_context(wildcards):
     """Descriptive columns of the summary rows of one scenario."""
-    sc = config["scenarios"][wildcards.scenario]
+    name = wildcards.scenario
+    sc = config["scenarios"][name]
     return {
         "dataset": wildcards.dataset,
         "scenario": wildcards.scenario,
@@ -51,6 +55,9 @@ def scenario_context(wildcards):
         "poison_rate": sc["poison_rate"],
         "sticker_size": sc["sticker_size"],
         "model": config["model"]["name"],
+        "matrix_block": MATRIX[name].block if name in MATRIX else "",
+        "grid_point": MATRIX[name].point_label if name in MATRIX else "",
+        "repetition": MATRIX[name].repetition if name in MATRIX else "",
     }
 
 

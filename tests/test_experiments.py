@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from poisonscan.experiments import aggregate, expand_matrix, scenario_name
+from poisonscan.experiments import aggregate, expand_matrix, markdown_tables, scenario_name
 
 
 def test_grid_and_repetitions_cross_in_order_with_seeds() -> None:
@@ -67,3 +67,22 @@ def test_aggregate_mean_and_population_std_skip_missing_values() -> None:
     assert out["ac"]["tpr_mean"] == 0.0
     missing = aggregate([{"method": "x"}], group_keys=("method",), value_keys=("auroc",))
     assert math.isnan(missing[0]["auroc_mean"])
+
+
+def test_markdown_tables_one_per_block_with_mean_and_sd_in_percent() -> None:
+    rows = [
+        {"matrix_block": "std", "grid_point": "poison_rate=0.1", "method": m, "tpr": t,
+         "acc": "1", "asr": "0.99", "clean_acc": "0.97"}
+        for m, t in (("hc_l2", "1.0"), ("hc_l2", "0.5"), ("ac", "0.2"), ("ac", "0.2"))
+    ]  # fmt: skip
+    rows.append({"matrix_block": "clean", "grid_point": "", "method": "hc_l2", "acc": "0.9"})
+    text = markdown_tables(aggregate(rows), ["hc_gw", "hc_l2", "ac"], metrics=("acc", "tpr"))
+    std, clean = text.split("### ")[1:]
+    assert std.splitlines()[2] == (
+        "| grid point | n | ASR | clean acc | hc_l2 ACC | hc_l2 TPR | ac ACC | ac TPR |"
+    )
+    assert std.splitlines()[4] == (
+        "| poison_rate=0.1 | 2 | 99.00 ± 0.00 | 97.00 ± 0.00 | 100.00 ± 0.00 | 75.00 ± 25.00 "
+        "| 100.00 ± 0.00 | 20.00 ± 0.00 |"
+    )
+    assert "| – | 1 | – | – | 90.00 | – |" in clean

@@ -24,7 +24,8 @@ __version__ = "0.1.0"
 def code_version(*modules: str) -> str:
     """Hash of the package version and the source of the named ``poisonscan`` modules.
 
-    Names are dotted below the package: ``"training"``, ``"steps.train"``.
+    Names are dotted below the package: ``"training"``, ``"steps.train"``; a
+    subpackage (``"attacks"``) stands for all of its modules.
 
     Rules pass it through ``params:`` so that Snakemake reruns a step when the
     code it runs changes (Snakemake does not track imported modules itself).
@@ -35,8 +36,13 @@ def code_version(*modules: str) -> str:
     here = Path(__file__).parent
     h = hashlib.sha256(__version__.encode())
     for name in sorted(modules):
-        path = here.joinpath(*name.split(".")).with_suffix(".py")
-        if not path.is_file():
-            raise ValueError(f"no module poisonscan.{name} at {path}")
-        h.update(name.encode() + b"\0" + path.read_bytes())
+        base = here.joinpath(*name.split("."))
+        # a module file, or a package: every module in it
+        files = [base.with_suffix(".py")] if base.with_suffix(".py").is_file() else []
+        if not files and base.is_dir():
+            files = sorted(base.rglob("*.py"))
+        if not files:
+            raise ValueError(f"no module or package poisonscan.{name} at {base}")
+        for path in files:
+            h.update(str(path.relative_to(here)).encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]

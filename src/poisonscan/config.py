@@ -16,6 +16,7 @@ import jsonschema
 import yaml
 
 from poisonscan.attacks import n_poison_for
+from poisonscan.experiments import expand_matrix
 
 __all__ = ["ConfigError", "load_schema", "validate_config"]
 
@@ -62,6 +63,28 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key '{where}': {error.message}"
 
 
+def _expand_matrix(cfg: dict[str, Any]) -> None:
+    """Add the scenarios of ``cfg["matrix"]`` to ``cfg["scenarios"]`` (names must not clash)."""
+    matrix = cfg.get("matrix")
+    if not matrix:
+        return
+    if not isinstance(matrix, Mapping):
+        raise ConfigError(f"config key 'matrix': must be a mapping of blocks, got {matrix!r}")
+    try:
+        expanded = expand_matrix(matrix)
+    except ValueError as err:
+        raise ConfigError(f"config key 'matrix': {err}") from err
+    scenarios = cfg.get("scenarios")
+    scenarios = dict(scenarios) if isinstance(scenarios, Mapping) else {}
+    for sc in expanded:
+        if sc.name in scenarios:
+            raise ConfigError(
+                f"config key 'matrix.{sc.block}': scenario {sc.name!r} is also in 'scenarios'"
+            )
+        scenarios[sc.name] = sc.config
+    cfg["scenarios"] = scenarios
+
+
 def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``config`` against ``schema``; return a copy with defaults filled in.
 
@@ -76,6 +99,7 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
             f"config must be a mapping of keys to values, got {type(config).__name__}"
         )
     cfg = copy.deepcopy(dict(config))
+    _expand_matrix(cfg)
     validator = _fill_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (-len(e.absolute_path), e.path))
     if errors:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MatrixScenario", "aggregate", "expand_matrix", "scenario_name"]
+__all__ = ["MatrixScenario", "aggregate", "expand_matrix", "markdown_tables", "scenario_name"]
 
 # Short tags of grid keys in scenario names; other keys use their own name.
 _TAGS = {
@@ -162,3 +162,45 @@ def aggregate(
             agg[f"{name}_mean"], agg[f"{name}_std"] = _mean_std(values)
         out.append(agg)
     return out
+
+
+def _cell(row: Mapping[str, Any], key: str, scale: float = 100.0) -> str:
+    mean, std = row.get(f"{key}_mean", float("nan")), row.get(f"{key}_std", float("nan"))
+    if mean is None or math.isnan(mean):
+        return "–"
+    if row.get("n", 1) > 1:
+        return f"{mean * scale:.2f} ± {std * scale:.2f}"
+    return f"{mean * scale:.2f}"
+
+
+def markdown_tables(
+    aggregated: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    metrics: Sequence[str] = ("acc", "tpr", "tnr", "auroc"),
+) -> str:
+    """One markdown table per matrix block, laid out like the reference study's tables.
+
+    Rows are grid points; columns the attack success rate and clean accuracy
+    (from the first method's rows, they are per scenario), then ``metrics`` of
+    every method in ``methods``, in percent, ``mean ± sd`` over repetitions.
+    """
+    by_block: dict[str, dict[str, dict[str, Mapping[str, Any]]]] = {}
+    for row in aggregated:
+        block = by_block.setdefault(str(row["matrix_block"]), {})
+        block.setdefault(str(row["grid_point"]), {})[str(row["method"])] = row
+    parts = []
+    for block, points in by_block.items():
+        present = [m for m in methods if any(m in r for r in points.values())]
+        head = ["grid point", "n", "ASR", "clean acc"] + [
+            f"{m} {k.upper()}" for m in present for k in metrics
+        ]
+        lines = [f"### {block or '(scenarios outside the matrix)'}", "",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
+        for point, rows in points.items():
+            first = next(iter(rows.values()))
+            cells = [point or "–", str(first["n"]), _cell(first, "asr"), _cell(first, "clean_acc")]
+            for m in present:
+                cells += [_cell(rows[m], k) if m in rows else "–" for k in metrics]
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"

@@ -18,9 +18,11 @@ from poisonscan.steps.common import setup_logging
 from poisonscan.steps.data import make_dataset, poison_dataset
 from poisonscan.steps.distances import distances_euclidean, distances_gw
 from poisonscan.steps.explain import explain_target
+from poisonscan.steps.report import aggregate_summary
 from poisonscan.steps.train import train
 
 __all__ = [
+    "aggregate_summary",
     "cluster_activations",
     "cluster_distances",
     "distances_euclidean",
