@@ -52,8 +52,8 @@ def scenario_context(wildcards):
         "dataset": wildcards.dataset,
         "scenario": wildcards.scenario,
         "attack": sc["attack"],
-        "poison_rate": sc["poison_rate"],
-        "sticker_size": sc["sticker_size"],
+        "poison_rate": sc.get("poison_rate", 0.0),  # the clean control has none
+        "sticker_size": sc.get("sticker_size", ""),  # blended and clean have no sticker
         "model": config["model"]["name"],
         "matrix_block": MATRIX[name].block if name in MATRIX else "",
         "grid_point": MATRIX[name].point_label if name in MATRIX else "",

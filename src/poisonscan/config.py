@@ -15,7 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from poisonscan.attacks import n_poison_for
+from poisonscan.attacks import AttackParameterError, attack_from_config
 from poisonscan.experiments import expand_matrix
 
 __all__ = ["ConfigError", "load_schema", "validate_config"]
@@ -121,44 +121,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         )
     size = ds["image_size"]
     for name, sc in cfg["scenarios"].items():
-        at = f"scenarios.{name}"
-        for key in ("source", "target"):
-            if sc[key] >= n_classes:
-                raise ConfigError(
-                    f"config key '{at}.{key}': class {sc[key]} does not exist in dataset "
-                    f"{ds['name']!r} (allowed: 0..{n_classes - 1})"
-                )
-        if sc["source"] == sc["target"]:
-            raise ConfigError(f"config key '{at}': source and target are both class {sc['source']}")
-        s = sc["sticker_size"]
-        if s > size:
-            raise ConfigError(
-                f"config key '{at}.sticker_size': {s} is larger than the {size}x{size} image"
-            )
-        top, left, bottom, right = sc["window"]
-        if not (top < bottom <= size and left < right <= size):
-            raise ConfigError(
-                f"config key '{at}.window': {sc['window']} is not a rectangle "
-                f"[top, left, bottom, right) inside the {size}x{size} image"
-            )
-        if bottom - top < s or right - left < s:
-            raise ConfigError(
-                f"config key '{at}.window': {sc['window']} is smaller than the {s}x{s} sticker"
-            )
-        if ds["name"] != "synthetic":
-            continue  # class sizes are known only once the data is read (poison step)
-        n_train = ds["n_train_per_class"]
-        n_poison = n_poison_for(sc["poison_rate"], n_train)
-        if n_poison > n_train:
-            raise ConfigError(
-                f"config key '{at}.poison_rate': {sc['poison_rate']} needs {n_poison} poisoned "
-                f"images but the source class has only {n_train}"
-            )
-        if n_poison == 0:
-            raise ConfigError(
-                f"config key '{at}.poison_rate': {sc['poison_rate']} gives no poisoned image "
-                f"for {n_train} target-class images"
-            )
+        _check_scenario(name, sc, ds, n_classes)
     dask = cfg["dask"]
     for mode in ("address", "scheduler_file"):
         if dask["cluster"] == mode and not dask.get(mode):
@@ -168,6 +131,41 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key 'distances.gw.pool': {gw['pool']} does not divide the image size {size}"
         )
+
+
+def _check_scenario(
+    name: str, sc: Mapping[str, Any], ds: Mapping[str, Any], n_classes: int
+) -> None:
+    """What the schema cannot check about one scenario: classes, sizes, poison counts.
+
+    The attack's own ``check`` (and ``n_poison`` where class sizes are known
+    before the data is read: the synthetic dataset) decides; its
+    :class:`AttackParameterError` names the key.
+    """
+    at = f"scenarios.{name}"
+    if name == "proxy":
+        raise ConfigError(
+            f"config key '{at}': the scenario name 'proxy' is reserved (results/<dataset>/proxy "
+            "holds the clean proxy model of the label-consistent attack)"
+        )
+    for key in ("source", "target"):
+        if key in sc and sc[key] >= n_classes:
+            raise ConfigError(
+                f"config key '{at}.{key}': class {sc[key]} does not exist in dataset "
+                f"{ds['name']!r} (allowed: 0..{n_classes - 1})"
+            )
+    if "source" in sc and sc["source"] == sc["target"]:
+        raise ConfigError(f"config key '{at}': source and target are both class {sc['source']}")
+    size = ds["image_size"]
+    try:
+        attack = attack_from_config(sc)
+        attack.check(n_classes, (size, size))
+        if ds["name"] == "synthetic":  # elsewhere class sizes are known only in the poison step
+            attack.n_poison([ds["n_train_per_class"]] * n_classes)
+    except AttackParameterError as err:
+        raise ConfigError(f"config key '{at}.{err.key}': {err.detail}") from err
+    except ValueError as err:
+        raise ConfigError(f"config key '{at}': {err}") from err
 
 
 def read_config(path: str | os.PathLike[str], schema_path: str | os.PathLike[str]) -> dict:

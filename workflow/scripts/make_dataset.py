@@ -1,4 +1,4 @@
-"""Rule make_dataset: generate the embedded procedural dataset."""
+"""Rule make_dataset: generate (synthetic) or import (GTSRB) the clean dataset."""
 
 from poisonscan import steps
 

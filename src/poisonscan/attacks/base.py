@@ -1,0 +1,227 @@
+"""What every attack shares: parameter errors, poison counts, ground-truth assembly.
+
+Every attack returns an :class:`~poisonscan.storage.ImageDataset` with this
+ground truth in ``extra`` (``n`` training images, ``m`` triggered test images):
+
+``y_train_original`` (n,) int64
+    Labels before the attack.
+``poison_mask`` (n,) bool
+    The images the attack changed.
+``trigger_position`` (n, 2) int64
+    (row, col) of the trigger's recorded top-left corner, -1 where none; the
+    attack's ``trigger_boxes(position, image_size)`` gives every pixel box the
+    trigger covers (see :mod:`poisonscan.attacks.triggers`).
+``x_test_triggered`` (m, H, W, 3) uint8, ``y_test_triggered_original`` (m,) int64,
+``trigger_position_test`` (m, 2) int64, ``test_triggered_index`` (m,) int64
+    Test images with the test-time trigger, their true labels, trigger
+    positions and their index in ``x_test``; absent for the clean control.
+
+``meta`` holds the clean dataset's meta under ``"dataset"``, the full attack
+parameters under ``"attack"`` (``{"name": ..., **fields}``, enough to rebuild
+the attack with :func:`poisonscan.attacks.attack_from_meta`), ``n_poison``,
+``n_target_clean`` and ``rate_definition``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from poisonscan.storage import ImageDataset
+
+__all__ = [
+    "Attack",
+    "AttackParameterError",
+    "CleanAttack",
+    "check_class",
+    "choose",
+    "n_poison_for",
+    "poisoned_dataset",
+]
+
+
+class AttackParameterError(ValueError):
+    """A bad attack parameter; ``key`` names it (as in the config), ``detail`` says why."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        self.key = key
+        self.detail = detail
+        super().__init__(f"{key}: {detail}")
+
+
+def n_poison_for(poison_rate: float, n_target: int) -> int:
+    """Number of poisoned images so that they make up ``poison_rate`` of the target class.
+
+    The reference study's definition for dirty-label attacks:
+    ``round(p * n_target / (1 - p))``, where ``n_target`` counts the clean
+    target-class images.
+    """
+    check_rate(poison_rate)
+    return round(poison_rate * n_target / (1.0 - poison_rate))
+
+
+def check_rate(poison_rate: float) -> float:
+    if isinstance(poison_rate, bool) or not isinstance(poison_rate, int | float):
+        raise AttackParameterError("poison_rate", f"{poison_rate!r} is not a number")
+    if not 0.0 < poison_rate < 1.0:
+        raise AttackParameterError(
+            "poison_rate", f"{poison_rate} is outside the open interval (0, 1)"
+        )
+    return float(poison_rate)
+
+
+def check_class(key: str, cls: Any, n_classes: int) -> int:
+    """``cls`` as int if it is a class id of a dataset with ``n_classes`` classes."""
+    if isinstance(cls, bool) or not isinstance(cls, int | np.integer):
+        raise AttackParameterError(key, f"class id {cls!r} is not an integer")
+    if not 0 <= cls < n_classes:
+        raise AttackParameterError(key, f"class {cls} does not exist (classes 0..{n_classes - 1})")
+    return int(cls)
+
+
+def check_count(n: int, available: int, what: str) -> int:
+    """Raise if ``n`` images are needed but only ``available`` exist, or if ``n`` is 0."""
+    if n > available:
+        raise AttackParameterError(
+            "poison_rate", f"needs {n} {what} images, but the training set has only {available}"
+        )
+    if n < 1:
+        raise AttackParameterError(
+            "poison_rate", f"gives 0 poisoned images ({available} {what} images available)"
+        )
+    return n
+
+
+def choose(rng: np.random.Generator, candidates: np.ndarray, n: int) -> np.ndarray:
+    """``n`` of ``candidates`` without replacement, sorted."""
+    return np.sort(rng.choice(candidates, size=n, replace=False))
+
+
+class Attack:
+    """Interface of the attacks (frozen, keyword-only dataclasses built from config).
+
+    Subclasses set :attr:`name` and :attr:`rate_definition` and implement
+    :meth:`check`, :meth:`n_poison`, :meth:`poison` and :meth:`trigger_boxes`.
+    """
+
+    name: ClassVar[str]
+    needs_proxy: ClassVar[bool] = False
+    """True when :meth:`poison` needs a clean proxy model (label-consistent attack)."""
+    rate_definition: ClassVar[str] = ""
+    target: int
+
+    def params(self) -> dict[str, Any]:
+        """The full parameters in JSON types: ``{"name": ..., **fields}`` (tuples -> lists)."""
+        fields = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return json.loads(json.dumps({"name": self.name, **fields}))
+
+    def check(self, n_classes: int, image_size: tuple[int, int]) -> None:
+        """Raise :class:`AttackParameterError` if the attack cannot run on such data."""
+        raise NotImplementedError
+
+    def n_poison(self, class_counts: np.ndarray) -> int:
+        """Number of images the attack changes, given the training-set count of each class.
+
+        Raises :class:`AttackParameterError` when there are not enough images or none at all.
+        """
+        raise NotImplementedError
+
+    def poison(self, clean: ImageDataset, proxy: Any = None) -> ImageDataset:
+        """The poisoned copy of ``clean`` with its ground truth (see the module docstring)."""
+        raise NotImplementedError
+
+    def trigger_boxes(self, position: np.ndarray, image_size: tuple[int, int]) -> list:
+        """Every (top, left, height, width) box the trigger recorded at ``position`` covers."""
+        raise NotImplementedError
+
+
+def poisoned_dataset(
+    clean: ImageDataset,
+    attack: Attack,
+    *,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    chosen: np.ndarray,
+    positions: np.ndarray,
+    test_index: np.ndarray | None = None,
+    x_test_triggered: np.ndarray | None = None,
+    test_positions: np.ndarray | None = None,
+    meta: Mapping[str, Any] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
+) -> ImageDataset:
+    """Assemble a poisoned :class:`ImageDataset` with the common ground truth.
+
+    ``chosen`` (k,) are the changed training indices, ``positions`` (k, 2) their
+    recorded trigger positions; the test arguments are all given or all None.
+    """
+    n = clean.y_train.size
+    mask = np.zeros(n, dtype=bool)
+    mask[chosen] = True
+    trigger_position = np.full((n, 2), -1, dtype=np.int64)
+    trigger_position[chosen] = positions
+    arrays: dict[str, np.ndarray] = {
+        **clean.extra,
+        "y_train_original": clean.y_train.copy(),
+        "poison_mask": mask,
+        "trigger_position": trigger_position,
+    }
+    if x_test_triggered is not None:
+        assert test_index is not None and test_positions is not None
+        arrays.update(
+            x_test_triggered=x_test_triggered,
+            y_test_triggered_original=clean.y_test[test_index],
+            trigger_position_test=np.asarray(test_positions, dtype=np.int64),
+            test_triggered_index=np.asarray(test_index, dtype=np.int64),
+        )
+    arrays.update(extra or {})
+    return ImageDataset(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=clean.x_test,
+        y_test=clean.y_test,
+        class_names=list(clean.class_names),
+        meta={
+            "dataset": clean.meta,
+            "attack": attack.params(),
+            "n_poison": int(mask.sum()),
+            "n_target_clean": int(np.sum(clean.y_train == attack.target)),
+            "rate_definition": attack.rate_definition,
+            **(meta or {}),
+        },
+        extra=arrays,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CleanAttack(Attack):
+    """No attack: the control scenario.
+
+    Nothing is changed; ``poison_mask`` is all False and there is no triggered
+    test set. ``target`` is only the class that the detection analyses.
+    """
+
+    name: ClassVar[str] = "clean"
+    rate_definition: ClassVar[str] = "no poison"
+    target: int
+
+    def check(self, n_classes: int, image_size: tuple[int, int]) -> None:
+        check_class("target", self.target, n_classes)
+
+    def n_poison(self, class_counts: np.ndarray) -> int:
+        return 0
+
+    def poison(self, clean: ImageDataset, proxy: Any = None) -> ImageDataset:
+        self.check(clean.n_classes, clean.image_shape[:2])
+        empty = np.zeros(0, dtype=np.int64)
+        return poisoned_dataset(
+            clean, self, x_train=clean.x_train.copy(), y_train=clean.y_train.copy(),
+            chosen=empty, positions=np.zeros((0, 2), dtype=np.int64),
+        )  # fmt: skip
+
+    def trigger_boxes(self, position: np.ndarray, image_size: tuple[int, int]) -> list:
+        return []
