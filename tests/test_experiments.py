@@ -29,7 +29,7 @@ def test_grid_and_repetitions_cross_in_order_with_seeds() -> None:
     }  # fmt: skip
     assert second.config["seed"] == 11 and second.repetition == 1
     assert first.point_label == "poison_rate=0.33 sticker_size=1"
-    assert out[-1].config == {"attack": "clean", "seed": 0} and out[-1].point == {}
+    assert out[-1].config == {"attack": "clean"} and out[-1].point == {}
 
 
 def test_names_of_fractional_rates_and_other_keys() -> None:
@@ -86,3 +86,35 @@ def test_markdown_tables_one_per_block_with_mean_and_sd_in_percent() -> None:
         "| 100.00 ± 0.00 | 20.00 ± 0.00 |"
     )
     assert "| – | 1 | – | – | 90.00 | – |" in clean
+
+
+def test_the_reference_matrix_expands_to_exactly_the_expected_scenarios() -> None:
+    import yaml
+    from conftest import REPO
+
+    matrix = yaml.safe_load((REPO / "config" / "gtsrb-matrix.yaml").read_text())["matrix"]
+    names = [sc.name for sc in expand_matrix(matrix)]
+    rates = ("33", "15", "10", "5", "2")
+    expected = [
+        f"standard_s{s}_p{p}_r{r}" for s in (3, 2, 1) for p in rates for r in range(5)
+    ] + [f"lc_sticker_p{p}" for p in rates] + [
+        f"lc_checkerboard_a{a}" for a in (128, 64, 32)
+    ] + ["clean"]  # fmt: skip
+    assert names == expected and len(names) == 3 * 5 * 5 + 5 + 3 + 1
+
+
+def test_every_matrix_scenario_passes_config_validation() -> None:
+    import yaml
+    from conftest import REPO
+
+    from poisonscan.config import load_schema, validate_config
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["matrix"] = yaml.safe_load((REPO / "config" / "gtsrb-matrix.yaml").read_text())["matrix"]
+    cfg = validate_config(config, load_schema(REPO / "config" / "schema.yaml"))
+    assert len(cfg["scenarios"]) == 1 + 84
+    assert cfg["scenarios"]["lc_checkerboard_a32"]["amplitude"] == 32
+    assert cfg["scenarios"]["standard_s1_p2_r4"]["seed"] == 5
+    config["scenarios"]["clean"] = {"attack": "clean", "target": 5}
+    with pytest.raises(ValueError, match="scenario 'clean' is also in 'scenarios'"):
+        validate_config(config, load_schema(REPO / "config" / "schema.yaml"))

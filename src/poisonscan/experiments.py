@@ -83,7 +83,7 @@ def expand_matrix(matrix: Mapping[str, Mapping[str, Any]]) -> list[MatrixScenari
         (key -> list of values, crossed in the given order) and
         ``repetitions`` (int >= 1; default 1: one scenario per grid point and
         no ``_r`` suffix). Repetition ``r`` uses ``seed + r`` (``seed``
-        defaults to 0).
+        defaults to 0; a block with neither a seed nor repetitions gets none).
 
     Raises
     ------
@@ -121,7 +121,9 @@ def expand_matrix(matrix: Mapping[str, Mapping[str, Any]]) -> list[MatrixScenari
                 if name in names:
                     raise ValueError(f"matrix: scenario name {name!r} occurs twice")
                 names.add(name)
-                config = {**spec, **point, "seed": base_seed + rep}
+                config = {**spec, **point}
+                if reps > 1 or "seed" in spec:  # attacks without randomness take no seed
+                    config["seed"] = base_seed + rep
                 out.append(MatrixScenario(name, config, block, rep, point))
     return out
 
