@@ -1,4 +1,4 @@
-"""Rule explain: LRP heatmaps and activations of the analysed class into zarr."""
+"""Rule explain: heatmaps and activations of the explained classes into zarr, and a montage."""
 
 from poisonscan import steps
 
@@ -10,4 +10,5 @@ steps.explain_target(
     snakemake.params.scenario,
     snakemake.params.explain,
     threads=snakemake.threads,
+    montage=snakemake.output.montage,
 )

@@ -45,7 +45,7 @@ def compare_composites(
         for name in composites:
             store = Path(tmp) / f"{name}.zarr"
             params = {"composite": name, "epsilon": 1e-6, "normalization": normalization,
-                      "batch_size": 128}  # fmt: skip
+                      "batch_size": 128, "classes": "target"}  # fmt: skip
             t0 = time.perf_counter()
             steps.explain_target(
                 run_dir / "poisoned.h5", run_dir / "model.safetensors", store,

@@ -19,16 +19,27 @@ def explain_target(
     scenario: Mapping[str, Any],
     params: Mapping[str, Any],
     threads: int = 1,
+    montage: PathLike | None = None,
 ) -> None:
-    """LRP heatmaps and activations of every training image labelled as the target class."""
+    """Heatmaps and activations of the training images of the configured classes.
+
+    ``params["classes"]`` (default ``all``) selects the classes; the scenario's
+    target class is always among them and is the store's default group. With
+    ``montage``, also draw the target class's images, heatmaps and overlays.
+    """
     set_threads(threads)
+    p = explain.ExplainParams.from_config(params)
     ds = read_dataset(dataset)
     model, norm, meta = training.load_checkpoint(checkpoint)
-    cls = int(scenario["target"])
-    idx = np.flatnonzero(ds.y_train == cls)
-    poison = ds.extra.get("poison_mask", np.zeros(len(ds.y_train), dtype=bool))[idx]
-    log.info("explaining %d images of class %d (%d poisoned)", idx.size, cls, int(poison.sum()))
-    explain.explain_class(
-        model, norm, ds.x_train[idx], ds.y_train[idx], idx, poison, out, params,
-        attrs={"class": cls, "model_sha256": meta.get("weights_sha256", "")},
+    target = int(scenario["target"])
+    poison = ds.extra.get("poison_mask", np.zeros(len(ds.y_train), dtype=bool))
+    in_target = ds.y_train == target
+    log.info("target class %d: %d images (%d poisoned)", target, int(in_target.sum()),
+             int(poison[in_target].sum()))  # fmt: skip
+    explain.explain_classes(
+        model, norm, ds.x_train, ds.y_train, poison, out, p, target_class=target,
+        attrs={"model_sha256": meta.get("weights_sha256", ""),
+               "architecture": meta.get("architecture", "")},
     )  # fmt: skip
+    if montage is not None:
+        explain.save_montage(out, ds.x_train, montage, cls=target)

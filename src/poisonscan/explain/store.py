@@ -1,0 +1,113 @@
+"""Layout of an explanation store (zarr), and reading it. Needs no torch.
+
+Layout::
+
+    explain.zarr/                 attributes: method, composite, normalization, reduction,
+                                  pool, relevance_of, model_sha256, params (dict),
+                                  classes (list of int), target_class (int or None)
+    explain.zarr/<class id>/      one group per explained class, attributes as above + class
+        heatmaps     (n, H', W')  float32, chunks (batch, H', W')
+        activations  (n, D)       float32, chunks (batch, D): output of activation_layer
+        index        (n,)         int64: position in the training set
+        label        (n,)         int64: training label (= the class id)
+        prediction   (n,)         int64: the model's prediction
+        poison       (n,)         bool: ground truth (all False without an attack)
+
+Images are grouped by their training label; ``n`` may be 0. ``target_class``
+is the class a scenario analyses, the default of :func:`class_group_path`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import zarr
+
+__all__ = [
+    "GROUP_ARRAYS",
+    "class_group_path",
+    "create_class_group",
+    "read_explanations",
+    "store_attrs",
+    "store_classes",
+]
+
+GROUP_ARRAYS = ("heatmaps", "activations", "index", "label", "prediction", "poison")
+
+PathLike = str | os.PathLike[str]
+
+
+def store_classes(store: PathLike) -> list[int]:
+    """Class ids with a group in ``store``, sorted."""
+    root = zarr.open_group(str(store), mode="r")
+    return sorted(int(name) for name in root.group_keys() if name.isdigit())
+
+
+def class_group_path(store: PathLike, cls: int | None = None) -> str:
+    """Path of the group of class ``cls`` (default: the store's ``target_class``).
+
+    The path opens as a zarr group of its own (``zarr.open_group(path)``).
+
+    Raises
+    ------
+    ValueError
+        If the store has no group for the class (the message lists those it has),
+        or ``cls`` is None and the store names no target class.
+    """
+    root = zarr.open_group(str(store), mode="r")
+    if cls is None:
+        cls = root.attrs.get("target_class")
+        if cls is None:
+            raise ValueError(f"explanation store {store} names no target_class; pass a class id")
+    if str(int(cls)) not in set(root.group_keys()):
+        raise ValueError(
+            f"explanation store {store} has no group for class {cls}; "
+            f"it has classes {store_classes(store)}"
+        )
+    return os.path.join(str(store), str(int(cls)))
+
+
+def store_attrs(store: PathLike, cls: int | None = None) -> dict[str, Any]:
+    """Attributes of the group of class ``cls`` (default: the target class)."""
+    return dict(zarr.open_group(class_group_path(store, cls), mode="r").attrs)
+
+
+def read_explanations(store: PathLike, cls: int | None = None) -> dict[str, np.ndarray]:
+    """Load every array of the group of class ``cls`` (default: the target class).
+
+    Raises
+    ------
+    ValueError
+        If the group is missing or lacks one of :data:`GROUP_ARRAYS`.
+    """
+    path = class_group_path(store, cls)
+    group = zarr.open_group(path, mode="r")
+    missing = [k for k in GROUP_ARRAYS if k not in group]
+    if missing:
+        raise ValueError(f"explanation group {path} lacks the arrays {missing}")
+    return {k: group[k][...] for k in GROUP_ARRAYS}
+
+
+def create_class_group(
+    root: zarr.Group,
+    cls: int,
+    n: int,
+    heatmap_shape: tuple[int, int],
+    n_features: int,
+    batch: int,
+    attrs: dict[str, Any],
+) -> zarr.Group:
+    """Create the empty group of class ``cls`` with arrays chunked by ``batch`` images."""
+    group = root.create_group(str(int(cls)))
+    chunk = int(batch)
+    group.create_array("heatmaps", shape=(n, *heatmap_shape), chunks=(chunk, *heatmap_shape),
+                       dtype="float32")  # fmt: skip
+    group.create_array("activations", shape=(n, n_features), chunks=(chunk, n_features),
+                       dtype="float32")  # fmt: skip
+    for name, dtype in (("index", "int64"), ("label", "int64"), ("prediction", "int64"),
+                        ("poison", "bool")):  # fmt: skip
+        group.create_array(name, shape=(n,), chunks=(chunk,), dtype=dtype)
+    group.attrs.update({**attrs, "class": int(cls), "n": int(n)})
+    return group
