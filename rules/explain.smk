@@ -1,10 +1,3 @@
-# every module of the poisonscan.explain package (code_version hashes files, not packages)
-EXPLAIN_MODULES = sorted(
-    f"explain.{p.stem}"
-    for p in (Path(workflow.basedir) / "src" / "poisonscan" / "explain").glob("*.py")
-)
-
-
 rule explain:
     input:
         dataset="results/{dataset}/{scenario}/poisoned.h5",
@@ -21,9 +14,7 @@ rule explain:
     params:
         scenario=scenario_params,
         explain=config["explain"],
-        code=code_version(
-            *EXPLAIN_MODULES, "models", "training", "storage", "steps.explain", "steps.common"
-        ),
+        code=code_version("explain", "models", "training", "storage", "steps.explain", "steps.common"),
     log:
         "results/logs/explain/{dataset}/{scenario}.log",
     benchmark:
