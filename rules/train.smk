@@ -5,10 +5,19 @@ rule train:
         checkpoint="results/{dataset}/{scenario}/model.safetensors",
         sidecar="results/{dataset}/{scenario}/model.safetensors.json",
         metrics="results/{dataset}/{scenario}/metrics.json",
+        curve_csv="results/{dataset}/{scenario}/training_curve.csv",
+        curve_png=report(
+            "results/{dataset}/{scenario}/training_curve.png",
+            caption="../workflow/report/training.rst",
+            category="Training",
+            subcategory="{scenario}",
+        ),
     params:
         model=config["model"],
         training=config["training"],
-        code=code_version("models", "training", "storage", "steps.train", "steps.common"),
+        code=code_version(
+            "models", "training", "gtsrb", "storage", "steps.train", "steps.common"
+        ),
     log:
         "results/logs/train/{dataset}/{scenario}.log",
     benchmark:

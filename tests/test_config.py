@@ -55,7 +55,7 @@ def test_default_config_is_valid_and_defaults_are_filled() -> None:
         ("training.epochs", 2.5, r"training.epochs': 2.5 is not of type 'integer'"),
         ("model.name", "resnet", r"model.name': 'resnet' is not allowed; allowed values: 'net'"),
         ("explain.composite", "magic", r"explain.composite'.*allowed values: 'epsilon'"),
-        ("training.momentum", 0.9, r"'training'.*'momentum' was unexpected.*known keys"),
+        ("training.nesterov", True, r"'training'.*'nesterov' was unexpected.*known keys"),
         ("dask.cluster", "address", r"dask.address' is required"),
         ("distances.gw.pool", 5, r"distances.gw.pool': 5 does not divide"),
     ],

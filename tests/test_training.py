@@ -1,38 +1,191 @@
 from __future__ import annotations
 
+import csv
+import json
+import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import random_dataset
 
-from poisonscan import training
+from poisonscan import steps, training
+from poisonscan.models import build_model
+from poisonscan.storage import write_dataset
+
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def trained() -> tuple[training.TrainResult, object]:
     data = random_dataset(n_classes=3, n_train=40, n_test=15)
-    params = training.TrainParams(epochs=3, batch_size=16, learning_rate=3e-3, seed=1)
-    return training.train_model(data, "net", params, training.select_device()), data
+    params = training.TrainParams(
+        epochs=3, batch_size=16, learning_rate=3e-3, seed=1, validation_fraction=0.2
+    )
+    return training.train_model(data, "net", params, CPU), data
 
 
 def test_training_learns_and_logs_history(trained) -> None:
     result, data = trained
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert set(result.history[0]) == {
+        "epoch",
+        "loss",
+        "train_acc",
+        "val_acc",
+        "val_loss",
+        "lr",
+        "seconds",
+    }
     assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert (result.n_train, result.n_val) == (96, 24)
+    assert 1 <= result.best_epoch <= 3 and not result.stopped_early
     pred = training.predict(result.model, result.normalization, data.x_test)
     assert pred.shape == (45,) and pred.dtype == np.int64
-    assert np.mean(pred == data.y_test) > 0.6  # tinted noise is easy
+    assert np.mean(pred == data.y_test) > 0.6  # chance is 1/3; tinted noise is easy
+    assert not result.model.training
 
 
-def test_training_is_deterministic_on_cpu() -> None:
+def test_training_is_deterministic_on_cpu_with_every_augmentation() -> None:
     data = random_dataset(n_classes=2, n_train=12, n_test=4)
-    params = training.TrainParams(epochs=1, batch_size=8, seed=5)
-    cpu = training.torch.device("cpu")
-    a = training.train_model(data, "net", params, cpu).model.state_dict()
-    b = training.train_model(data, "net", params, cpu).model.state_dict()
-    assert all(training.torch.equal(a[k], b[k]) for k in a)
+    params = training.TrainParams(
+        epochs=2, batch_size=8, seed=5, augment=tuple(training.AUGMENTATIONS), shift=2,
+        validation_fraction=0.25,
+    )  # fmt: skip
+    a = training.train_model(data, "net", params, CPU).model.state_dict()
+    b = training.train_model(data, "net", params, CPU).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = training.TrainParams(**{**params.__dict__, "seed": 6})
+    c = training.train_model(data, "net", other, CPU).model.state_dict()
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_augmenting_in_worker_processes_is_deterministic() -> None:
+    data = random_dataset(n_classes=2, n_train=8, n_test=2)
+    params = training.TrainParams(
+        epochs=1, batch_size=4, augment=("rotation", "color_jitter"), validation_fraction=0.0
+    )
+    runs = [training.train_model(data, "net", params, CPU, workers=1) for _ in range(2)]
+    a, b = (r.model.state_dict() for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize(("model", "optimizer"), [("inception3", "sgd"), ("vgg", "adamw")])
+def test_every_model_and_optimizer_trains_an_epoch(model: str, optimizer: str) -> None:
+    data = random_dataset(n_classes=2, n_train=6, n_test=2)
+    params = training.TrainParams(
+        epochs=1, batch_size=6, optimizer=optimizer, learning_rate=0.01, schedule="step",
+        augment=("resized_crop", "grayscale"), validation_fraction=0.0,
+    )  # fmt: skip
+    result = training.train_model(data, model, params, CPU)
+    assert np.isfinite(result.history[0]["loss"]) and result.best_epoch == 1
+    assert training.predict(result.model, result.normalization, data.x_test).shape == (4,)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(monkeypatch) -> None:
+    data = random_dataset(n_classes=2, n_train=10, n_test=2)
+    # (validation accuracy, loss) per epoch; epoch 3 ties epoch 2 at a lower loss
+    scripted = iter([(0.5, 1.0), (1.0, 0.3), (1.0, 0.2), (0.5, 0.1), (1.0, 0.25), (1.0, 0.0)])
+    snapshots: list[dict[str, torch.Tensor]] = []
+    params = training.TrainParams(epochs=8, batch_size=4, patience=2, validation_fraction=0.2)
+    val_idx = training.validation_split(data, 0.2, params.seed)[1]
+
+    def fake_evaluate(model, norm, images, labels, device=None) -> tuple[float, float]:
+        assert np.array_equal(labels, data.y_train[val_idx]) and len(images) == 4
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(training, "evaluate", fake_evaluate)
+    result = training.train_model(data, "net", params, CPU)
+    assert [r["val_acc"] for r in result.history] == [0.5, 1.0, 1.0, 0.5, 1.0]
+    assert result.stopped_early and result.best_epoch == 3 and len(snapshots) == 5
+    final = result.model.state_dict()
+    assert all(torch.equal(final[k], snapshots[2][k]) for k in final)
+    assert not all(torch.equal(final[k], snapshots[4][k]) for k in final)
+    # patience 0: never stop early, still restore the best epoch
+    scripted = iter([(0.5, 1.0), (1.0, 0.3), (0.5, 0.1), (0.5, 0.1)])
+    snapshots.clear()
+    params = training.TrainParams(epochs=4, batch_size=4, patience=0, validation_fraction=0.2)
+    result = training.train_model(data, "net", params, CPU)
+    assert len(result.history) == 4 and result.best_epoch == 2 and not result.stopped_early
+    final = result.model.state_dict()
+    assert all(torch.equal(final[k], snapshots[1][k]) for k in final)
+
+
+def test_without_validation_all_epochs_run_and_the_last_is_kept() -> None:
+    data = random_dataset(n_classes=2, n_train=6, n_test=2)
+    params = training.TrainParams(epochs=2, batch_size=4, validation_fraction=0.0, patience=1)
+    result = training.train_model(data, "net", params, CPU)
+    assert len(result.history) == 2 and result.best_epoch == 2 and result.n_val == 0
+    assert all(np.isnan(r["val_acc"]) and np.isnan(r["val_loss"]) for r in result.history)
+
+
+def test_validation_split_keeps_tracks_whole_and_is_stratified_otherwise() -> None:
+    data = random_dataset(n_classes=3, n_train=60, n_test=1)
+    rng = np.random.default_rng(0)
+    # tracks of 1..9 frames within each class, in image order
+    tracks = np.concatenate([
+        c * 100_000 + np.repeat(np.arange(60), rng.integers(1, 10, 60))[:60]
+        for c in range(3)
+    ])  # fmt: skip
+    data.extra["track_train"] = tracks
+    train, val = training.validation_split(data, 0.2, seed=3)
+    assert np.intersect1d(tracks[train], tracks[val]).size == 0
+    assert np.array_equal(np.sort(np.concatenate([train, val])), np.arange(180))
+    assert 0.1 < len(val) / 180 < 0.3
+    data.extra["track_train"] = tracks[:-1]
+    with pytest.raises(ValueError, match="179 track ids for 180 training images"):
+        training.validation_split(data, 0.2, seed=3)
+    del data.extra["track_train"]
+    train, val = training.validation_split(data, 0.2, seed=3)
+    assert len(val) == 36 and np.bincount(data.y_train[val]).tolist() == [12, 12, 12]
+    assert np.intersect1d(train, val).size == 0 and len(train) == 144
+    again = training.validation_split(data, 0.2, seed=3)[1]
+    assert np.array_equal(val, again)
+    assert not np.array_equal(val, training.validation_split(data, 0.2, seed=4)[1])
+    assert training.validation_split(data, 0.0, seed=3)[1].size == 0
+    tiny = random_dataset(n_classes=4, n_train=2, n_test=1)  # 8 images: 1 for validation
+    train, val = training.validation_split(tiny, 0.1, seed=0)
+    assert len(val) == 1 and len(train) == 7 and np.intersect1d(train, val).size == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"optimizer": "rmsprop"}, "unknown optimizer 'rmsprop'"),
+        ({"schedule": "linear"}, "unknown schedule 'linear'"),
+        ({"augment": ["rotation", "mixup"]}, "unknown augmentation 'mixup'"),
+        ({"patience": -1}, "patience = -1"),
+        ({"validation_fraction": 1.0}, r"validation_fraction must lie in \[0, 1\), got 1.0"),
+        ({"validation_fraction": -0.1}, r"got -0.1"),
+        ({"batch_size": 1}, "batch_size = 1"),
+        ({"nesterov": True}, "unknown training parameters \\['nesterov'\\]"),
+    ],
+)
+def test_bad_training_parameters_are_named(override: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        training.TrainParams.from_config({"epochs": 2, **override})
+
+
+def test_unknown_model_is_named() -> None:
+    data = random_dataset(n_classes=2, n_train=4, n_test=1)
+    with pytest.raises(ValueError, match="unknown model 'resnet50'"):
+        training.train_model(data, "resnet50", training.TrainParams(epochs=1), CPU)
+
+
+def test_schedules_and_augmentations() -> None:
+    assert training.SCHEDULES["cosine"](10)(0) == 1.0 and training.SCHEDULES["cosine"](10)(5) == 0.5
+    step = training.SCHEDULES["step"](8)
+    assert [round(step(e), 6) for e in (0, 3, 4, 5, 6, 7)] == [1, 1, 0.1, 0.1, 0.01, 0.01]
+    assert training.make_augmentation([], 32) is None
+    aug = training.make_augmentation(["grayscale", "resized_crop"], 32)
+    assert [type(t).__name__ for t in aug.transforms] == ["RandomResizedCrop", "RandomGrayscale"]
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    y = training.make_augmentation(list(training.AUGMENTATIONS), 32)(x)
+    assert y.shape == x.shape and y.dtype == torch.uint8 and not torch.equal(x, y)
 
 
 def test_checkpoint_round_trip(trained, tmp_path: Path) -> None:
@@ -48,38 +201,93 @@ def test_checkpoint_round_trip(trained, tmp_path: Path) -> None:
     assert np.array_equal(a, b)
 
 
-def test_checkpoint_refuses_pickles_and_wrong_architecture(trained, tmp_path: Path) -> None:
+class _Evil:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_checkpoint_refuses_malicious_pickles_without_running_them(trained, tmp_path: Path) -> None:
     result, data = trained
     path = tmp_path / "m.safetensors"
     training.save_checkpoint(path, result.model, "net", data, result.normalization)
-    sidecar = Path(f"{path}.json")
-    # a pickle that would run code when unpickled is refused, never executed
-    evil = tmp_path / "evil.safetensors"
-    evil.write_bytes(pickle.dumps({"x": 1}))
-    Path(f"{evil}.json").write_text(sidecar.read_text())
-    with pytest.raises(ValueError, match="not a safetensors checkpoint"):
-        training.load_checkpoint(evil)
+    sidecar = Path(f"{path}.json").read_text()
+    marker = tmp_path / "pwned"
+    # the payload works: plain unpickling would create the marker
+    pickle.loads(pickle.dumps(_Evil(tmp_path / "control")))
+    assert (tmp_path / "control").exists()
+    evil_pickle = tmp_path / "evil.pkl"
+    evil_pickle.write_bytes(pickle.dumps({"weight": _Evil(marker)}))
+    evil_pt = tmp_path / "evil.pt"
+    torch.save({"weight": _Evil(marker)}, evil_pt)  # torch's zip + pickle format
+    for evil in (evil_pickle, evil_pt):
+        Path(f"{evil}.json").write_text(sidecar)
+        with pytest.raises(ValueError, match="is not a safetensors checkpoint"):
+            training.load_checkpoint(evil)
+    assert not marker.exists()
+
+
+def test_checkpoint_refuses_tampered_and_misfitting_weights(trained, tmp_path: Path) -> None:
+    result, data = trained
+    path = tmp_path / "m.safetensors"
+    training.save_checkpoint(path, result.model, "net", data, result.normalization)
+    sidecar = Path(f"{path}.json").read_text()
+    # other weights (a valid safetensors file) under the same sidecar
+    other_model = build_model("net", 3)
+    swapped = tmp_path / "swapped.safetensors"
+    training.save_checkpoint(swapped, other_model, "net", data, result.normalization)
+    Path(f"{swapped}.json").write_text(sidecar)
+    with pytest.raises(ValueError, match="does not match the weights_sha256"):
+        training.load_checkpoint(swapped)
     # same file, sidecar claiming a different class count -> weights do not fit
     other = tmp_path / "other.safetensors"
     other.write_bytes(path.read_bytes())
-    Path(f"{other}.json").write_text(
-        sidecar.read_text().replace('"n_classes": 3', '"n_classes": 5')
-    )
+    Path(f"{other}.json").write_text(sidecar.replace('"n_classes": 3', '"n_classes": 5'))
     with pytest.raises(ValueError, match="does not hold weights of architecture 'net'"):
         training.load_checkpoint(other)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         training.load_checkpoint(tmp_path / "missing.safetensors")
 
 
-def test_attack_success_rate_and_params() -> None:
+def test_train_step_writes_checkpoint_metrics_and_curves(tmp_path: Path) -> None:
+    data = random_dataset(n_classes=6, n_train=10, n_test=3)
+    data.meta["attack"] = {"target": 5}
+    data.extra["x_test_triggered"] = data.x_test[:9]
+    data.extra["y_test_triggered_original"] = data.y_test[:9]
+    ds_path = tmp_path / "poisoned.h5"
+    write_dataset(ds_path, data)
+    params = {"epochs": 2, "batch_size": 16, "validation_fraction": 0.2, "patience": 5}
+    out = {k: tmp_path / k for k in ("model.safetensors", "metrics.json", "curve.csv", "c.png")}
+    steps.train(
+        ds_path, out["model.safetensors"], out["metrics.json"], {"name": "net"}, params,
+        curve_csv=out["curve.csv"], curve_png=out["c.png"],
+    )  # fmt: skip
+    metrics = json.loads(out["metrics.json"].read_text())
+    assert metrics["epochs"] == 2 and metrics["best_epoch"] in (1, 2)
+    assert metrics["seconds_per_epoch"] == pytest.approx(metrics["seconds"] / 2)
+    assert set(metrics["per_class_acc"]) == {str(c) for c in range(6)}
+    assert set(metrics["asr_per_class"]) == {"0", "1", "2"}  # classes of the triggered images
+    assert metrics["n_train"] + metrics["n_val"] == 60
+    meta = json.loads(Path(f"{out['model.safetensors']}.json").read_text())
+    assert meta["dataset_sha256"] == training.file_sha256(ds_path)
+    assert meta["training"] == params and meta["model"] == {"name": "net"}
+    with open(out["curve.csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and float(rows[0]["loss"]) > 0
+    assert out["c.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    training.load_checkpoint(out["model.safetensors"], CPU)
+
+
+def test_attack_success_rate() -> None:
     assert training.attack_success_rate(np.array([5, 5, 1, 5]), 5) == 0.75
     assert np.isnan(training.attack_success_rate(np.array([], dtype=int), 5))
-    with pytest.raises(ValueError, match="momentum"):
-        training.TrainParams.from_config({"epochs": 2, "momentum": 0.9})
 
 
 def test_random_shift_moves_whole_pixels_and_replicates_borders() -> None:
-    torch = training.torch
     x = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6)
     gen = torch.Generator().manual_seed(0)
     y = training.random_shift(x, 2, gen)

@@ -1,5 +1,10 @@
 """Training, prediction, checkpoints, clean accuracy and attack success rate.
 
+:func:`train_model` trains a registered model (:mod:`poisonscan.models`) with
+the reference study's augmentations (each switchable), a validation split
+that keeps GTSRB tracks whole, early stopping on validation accuracy with the
+best weights restored, and mixed precision on CUDA.
+
 Checkpoints hold tensors only (safetensors) plus a JSON sidecar with the
 architecture, classes and input normalisation, so loading never unpickles code.
 """
@@ -11,9 +16,10 @@ import json
 import logging
 import math
 import os
+import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +27,31 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torchvision.transforms import v2
 
 from poisonscan.models import build_model
 from poisonscan.storage import ImageDataset, atomic_path
 
 __all__ = [
+    "AUGMENTATIONS",
+    "OPTIMIZERS",
+    "SCHEDULES",
     "Normalization",
     "TrainParams",
+    "TrainResult",
+    "TrainStep",
     "attack_success_rate",
     "attack_success_rates",
+    "evaluate",
+    "file_sha256",
     "load_checkpoint",
+    "make_augmentation",
+    "make_loader",
     "predict",
     "save_checkpoint",
     "select_device",
     "train_model",
+    "validation_split",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,7 +63,11 @@ def select_device() -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed torch on every device; numpy code here takes explicit Generators."""
+    """Seed Python's and torch's generators (torch: every device).
+
+    numpy code here takes explicit Generators; torchvision's transforms draw from torch.
+    """
+    random.seed(seed)
     torch.manual_seed(seed)
 
 
@@ -64,9 +85,13 @@ class Normalization:
 
     def to_tensor(self, images: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
         """uint8 (n, H, W, C) -> normalised float32 (n, C, H, W) on ``device``."""
-        x = torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+        return self.normalize(torch.as_tensor(images, device=device).permute(0, 3, 1, 2))
+
+    def normalize(self, images: Tensor) -> Tensor:
+        """uint8 (n, C, H, W) tensor -> normalised float32 (n, C, H, W) on its device."""
+        x = images.float().div_(255.0)
+        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
         return (x - mean) / std
 
     def bounds(self) -> tuple[Tensor, Tensor]:
@@ -76,103 +101,365 @@ class Normalization:
         return (0 - mean) / std, (1 - mean) / std
 
 
+# The reference study's augmentations (torchvision, applied per image to uint8 tensors),
+# in the order they are applied; the config switches each one on by name.
+AUGMENTATIONS: dict[str, Callable[[int], v2.Transform]] = {
+    "resized_crop": lambda size: v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
+    "rotation": lambda size: v2.RandomRotation(15),
+    "color_jitter": lambda size: v2.ColorJitter(0.1, 0.1, 0.1, 0.1),
+    "affine": lambda size: v2.RandomAffine(15),
+    "grayscale": lambda size: v2.RandomGrayscale(),
+}
+
 SCHEDULES: dict[str, Callable[[int], Callable[[int], float]]] = {
     "constant": lambda epochs: lambda epoch: 1.0,
     "cosine": lambda epochs: lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)),
+    # x0.1 after half and after three quarters of the epochs
+    "step": lambda epochs: lambda epoch: 0.1 ** ((epoch >= epochs / 2) + (epoch >= 0.75 * epochs)),
 }
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    """Hyper-parameters of :func:`train_model` (the ``training`` config section)."""
+    """Hyper-parameters of :func:`train_model` (the ``training`` config section).
+
+    Attributes
+    ----------
+    epochs : int
+        Maximum number of epochs (early stopping may end training sooner).
+    batch_size : int
+    optimizer : {"adam", "adamw", "sgd"}
+    learning_rate : float
+    momentum : float
+        SGD only.
+    weight_decay : float
+    schedule : {"constant", "cosine", "step"}
+        Learning-rate factor per epoch, over ``epochs``.
+    augment : tuple of str
+        Names from :data:`AUGMENTATIONS`, applied in that registry's order.
+    shift : int
+        Random translation by up to this many whole pixels (0 = off); keeps trigger pixels exact.
+    validation_fraction : float
+        Share of the training images held out for validation, in [0, 1); 0 = no
+        validation and no early stopping.
+    patience : int
+        Stop after this many consecutive epochs without a new best validation
+        accuracy (0 = never stop early). The best epoch's weights are restored.
+    mixed_precision : bool
+        float16 autocast with gradient scaling, on CUDA only.
+    seed : int
+    """
 
     epochs: int = 20
     batch_size: int = 64
+    optimizer: str = "adam"
     learning_rate: float = 3e-3
+    momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "cosine"
+    augment: tuple[str, ...] = ()
     shift: int = 2
+    validation_fraction: float = 0.1
+    patience: int = 10
+    mixed_precision: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", tuple(self.augment))
+        for name, registry in (
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+        ):
+            if getattr(self, name) not in registry:
+                raise ValueError(
+                    f"unknown {name} {getattr(self, name)!r}; available: {sorted(registry)}"
+                )
+        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(
+                f"unknown augmentation {unknown[0]!r}; available: {list(AUGMENTATIONS)}"
+            )
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must lie in [0, 1), got {self.validation_fraction}"
+            )
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 2,
+            "learning_rate": self.learning_rate > 0,
+            "momentum": self.momentum >= 0,
+            "weight_decay": self.weight_decay >= 0,
+            "shift": self.shift >= 0,
+            "patience": self.patience >= 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"training parameter {name} = {getattr(self, name)!r} is invalid")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainParams:
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise ValueError(f"unknown training parameters {unknown}; allowed: {sorted(known)}")
         return cls(**cfg)
 
 
+def _adam(params: Iterable[Tensor], p: TrainParams) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=p.learning_rate, weight_decay=p.weight_decay)
+
+
+def _adamw(params: Iterable[Tensor], p: TrainParams) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=p.learning_rate, weight_decay=p.weight_decay)
+
+
+def _sgd(params: Iterable[Tensor], p: TrainParams) -> torch.optim.Optimizer:
+    return torch.optim.SGD(
+        params, lr=p.learning_rate, momentum=p.momentum, weight_decay=p.weight_decay
+    )
+
+
+OPTIMIZERS: dict[str, Callable[[Iterable[Tensor], TrainParams], torch.optim.Optimizer]] = {
+    "adam": _adam,
+    "adamw": _adamw,
+    "sgd": _sgd,
+}
+
+
+def make_augmentation(names: Sequence[str], image_size: int) -> v2.Transform | None:
+    """The per-image transform of the augmentations ``names`` (None when empty)."""
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown[0]!r}; available: {list(AUGMENTATIONS)}")
+    chosen = [build(image_size) for name, build in AUGMENTATIONS.items() if name in names]
+    return v2.Compose(chosen) if chosen else None
+
+
+def validation_split(
+    data: ImageDataset, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training and validation images.
+
+    Datasets with ``extra["track_train"]`` (GTSRB) are split by whole tracks
+    (:func:`poisonscan.gtsrb.track_split`): frames of one physical sign are near
+    duplicates and must not sit on both sides. Other datasets get a seeded
+    split stratified by (possibly poisoned) label, or a plain seeded split when a
+    class is too small to stratify.
+
+    Returns
+    -------
+    train, val : ndarray of int64
+        Sorted, disjoint, together all of ``range(len(data.y_train))``; ``val``
+        is empty when ``fraction`` is 0.
+    """
+    from sklearn.model_selection import train_test_split
+
+    from poisonscan.gtsrb import track_split
+
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"validation_fraction must lie in [0, 1), got {fraction}")
+    n = len(data.y_train)
+    if fraction == 0.0:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    tracks = data.extra.get("track_train")
+    if tracks is not None:
+        if len(tracks) != n:
+            raise ValueError(f"{len(tracks)} track ids for {n} training images")
+        train, val = track_split(tracks, fraction, seed)
+        return np.flatnonzero(train), np.flatnonzero(val)
+    if n < 2:
+        raise ValueError(f"cannot hold out a validation part of {n} image(s)")
+    try:
+        train_idx, val_idx = train_test_split(
+            np.arange(n), test_size=fraction, random_state=seed, stratify=data.y_train
+        )
+    except ValueError as err:  # too few images per class to stratify
+        log.warning("validation split not stratified (%s)", err)
+        train_idx, val_idx = train_test_split(np.arange(n), test_size=fraction, random_state=seed)
+    return np.sort(train_idx), np.sort(val_idx)
+
+
+class _Images(torch.utils.data.Dataset):
+    """uint8 images (n, C, H, W) and labels, with an optional per-image transform."""
+
+    def __init__(self, x: Tensor, y: Tensor, transform: v2.Transform | None) -> None:
+        self.x, self.y, self.transform = x, y, transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        x = self.x[i]
+        return (self.transform(x) if self.transform is not None else x), self.y[i]
+
+
+def make_loader(
+    images: np.ndarray, labels: np.ndarray, params: TrainParams, workers: int = 0
+) -> torch.utils.data.DataLoader:
+    """A shuffling, seeded loader of (augmented uint8 (b, C, H, W), int64 (b,)) batches.
+
+    ``workers`` worker processes apply the augmentations; without augmentations
+    the batches come from memory in the main process.
+    """
+    transform = make_augmentation(params.augment, images.shape[1])
+    workers = workers if transform is not None else 0
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+    return torch.utils.data.DataLoader(
+        _Images(x, torch.as_tensor(labels, dtype=torch.int64), transform),
+        batch_size=params.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(params.seed),
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+
+
+class TrainStep:
+    """One optimisation step on a batch: normalise, shift, forward, backward (AMP on CUDA)."""
+
+    def __init__(
+        self, model: nn.Module, norm: Normalization, params: TrainParams, device: torch.device
+    ) -> None:
+        self.model, self.norm, self.params, self.device = model, norm, params, device
+        self.optimizer = OPTIMIZERS[params.optimizer](model.parameters(), params)
+        self.amp = device.type == "cuda" and params.mixed_precision
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.shift_gen = torch.Generator().manual_seed(params.seed + 1)
+
+    def __call__(self, xb: Tensor, yb: Tensor) -> tuple[float, int]:
+        """Train on one batch; return its summed loss and number of correct predictions."""
+        xb = self.norm.normalize(xb.to(self.device, non_blocking=True))
+        yb = yb.to(self.device, non_blocking=True)
+        if self.params.shift:
+            xb = random_shift(xb, self.params.shift, self.shift_gen)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            out = self.model(xb)
+            loss = self.loss_fn(out, yb)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach()) * len(yb), int((out.argmax(1) == yb).sum())
+
+
 @dataclass
 class TrainResult:
+    """The trained model (eval mode, best epoch's weights) and how training went.
+
+    ``history`` has one row per epoch run: ``epoch``, ``loss``, ``train_acc``,
+    ``val_acc`` and ``val_loss`` (NaN without validation), ``lr`` and ``seconds``.
+    """
+
     model: nn.Module
     normalization: Normalization
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    best_epoch: int = 0
+    stopped_early: bool = False
+    n_train: int = 0
+    n_val: int = 0
 
 
 def train_model(
     data: ImageDataset,
     model_name: str,
     params: TrainParams,
-    device: torch.device | None = None,
+    device: torch.device | str | None = None,
+    workers: int = 0,
 ) -> TrainResult:
     """Train ``model_name`` on ``data.x_train``; log one line per epoch.
 
-    Returns the model in eval mode together with its input normalisation and
-    the per-epoch history (loss, train accuracy, test accuracy, seconds).
+    A ``params.validation_fraction`` share of the training images (whole
+    tracks for GTSRB, see :func:`validation_split`) is held out; after every
+    epoch the validation accuracy decides the best epoch, whose weights are
+    restored at the end, and early stopping (ties in accuracy go to the lower
+    validation loss). On CPU, the same seed gives bit-identical weights.
+
+    Parameters
+    ----------
+    data : ImageDataset
+    model_name : str
+        A key of :data:`poisonscan.models.MODELS`.
+    params : TrainParams
+    device : torch.device or str, optional
+        Default: CUDA when present, else CPU.
+    workers : int, default 0
+        DataLoader worker processes for the augmentations (0 = main process).
+
+    Returns
+    -------
+    TrainResult
     """
-    device = device or select_device()
+    device = torch.device(device) if device is not None else select_device()
     seed_everything(params.seed)
-    norm = Normalization.fit(data.x_train)
     model = build_model(model_name, data.n_classes, data.image_shape[0]).to(device)
-    opt = torch.optim.Adam(
-        model.parameters(), lr=params.learning_rate, weight_decay=params.weight_decay
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    train_idx, val_idx = validation_split(data, params.validation_fraction, params.seed)
+    if len(train_idx) < 2:
+        raise ValueError(f"need at least 2 training images, got {len(train_idx)}")
+    x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]
+    x_val, y_val = data.x_train[val_idx], data.y_train[val_idx]
+    norm = Normalization.fit(x_train)
+    step = TrainStep(model, norm, params, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        step.optimizer, SCHEDULES[params.schedule](params.epochs)
     )
-    if params.schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {params.schedule!r}; available: {list(SCHEDULES)}")
-    # Cosine decay lets the BatchNorm running statistics settle with the weights: at a
-    # constant rate the eval-mode accuracy of the last epoch jumps by several points.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, SCHEDULES[params.schedule](params.epochs))
-    x = norm.to_tensor(data.x_train)
-    y = torch.as_tensor(data.y_train)
-    gen = torch.Generator().manual_seed(params.seed)
-    loss_fn = nn.CrossEntropyLoss()
-    result = TrainResult(model=model, normalization=norm)
+    loader = make_loader(x_train, y_train, params, workers)
+    result = TrainResult(model, norm, n_train=len(train_idx), n_val=len(val_idx))
+    best, best_state, since_best = (-1.0, -math.inf), None, 0
+    log.info(
+        "%s: %d training / %d validation images, augmentations %s, shift %d, %s on %s%s",
+        model_name, len(train_idx), len(val_idx), list(params.augment) or "none", params.shift,
+        params.optimizer, device, " (mixed precision)" if step.amp else "",
+    )  # fmt: skip
     start = time.perf_counter()
     for epoch in range(1, params.epochs + 1):
         t0 = time.perf_counter()
+        lr = step.optimizer.param_groups[0]["lr"]
         model.train()
-        order = torch.randperm(len(y), generator=gen)
         total, correct, loss_sum = 0, 0, 0.0
-        for batch in order.split(params.batch_size):
-            if len(batch) < 2:  # BatchNorm cannot train on a single sample
+        for xb, yb in loader:
+            if len(yb) < 2:  # BatchNorm cannot train on a single sample
                 continue
-            xb, yb = x[batch].to(device), y[batch].to(device)
-            if params.shift:
-                xb = random_shift(xb, params.shift, gen)
-            opt.zero_grad(set_to_none=True)
-            out = model(xb)
-            loss = loss_fn(out, yb)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(batch)
-            correct += int((out.argmax(1) == yb).sum())
-            total += len(batch)
+            batch_loss, batch_correct = step(xb, yb)
+            loss_sum += batch_loss
+            correct += batch_correct
+            total += len(yb)
         sched.step()
-        test_acc = float(np.mean(predict(model, norm, data.x_test, device) == data.y_test))
+        val_acc, val_loss = evaluate(model, norm, x_val, y_val, device)
         row = {
             "epoch": epoch,
             "loss": loss_sum / max(total, 1),
             "train_acc": correct / max(total, 1),
-            "test_acc": test_acc,
+            "val_acc": val_acc,
+            "val_loss": val_loss,
+            "lr": lr,
             "seconds": time.perf_counter() - t0,
         }
         result.history.append(row)
+        # better accuracy, or the same accuracy at a lower loss (small validation sets tie)
+        improved = len(y_val) > 0 and (val_acc, -val_loss) > best
+        if improved:
+            best, since_best, result.best_epoch = (val_acc, -val_loss), 0, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
         log.info(
-            "epoch %d/%d  loss %.4f  train acc %.4f  test acc %.4f  %.1f s",
-            epoch, params.epochs, row["loss"], row["train_acc"], test_acc, row["seconds"],
+            "epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f (loss %.4f)%s  lr %.1e  %.1f s",
+            epoch, params.epochs, row["loss"], row["train_acc"], val_acc, val_loss,
+            " *" if improved else "", lr, row["seconds"],
         )  # fmt: skip
+        if len(y_val) and params.patience and since_best >= params.patience:
+            result.stopped_early = True
+            log.info("early stop: no better validation accuracy for %d epochs", since_best)
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        log.info("restored epoch %d (validation accuracy %.4f)", result.best_epoch, best[0])
+    else:
+        result.best_epoch = len(result.history)
     model.eval()
     result.seconds = time.perf_counter() - start
     return result
@@ -193,6 +480,31 @@ def random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tenso
     cols = torch.arange(w, device=x.device) + m - shifts[:, 1:]  # (n, w)
     sample = torch.arange(n, device=x.device)[:, None, None]
     return padded[sample, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2).contiguous()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    norm: Normalization,
+    images: np.ndarray,
+    labels: np.ndarray,
+    device: torch.device | None = None,
+    batch_size: int = 512,
+) -> tuple[float, float]:
+    """Accuracy and mean cross-entropy on uint8 images (n, H, W, C); NaN, NaN when n = 0."""
+    if len(labels) == 0:
+        return math.nan, math.nan
+    device = device or next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct, loss = 0, 0.0
+    for i in range(0, len(images), batch_size):
+        out = model(norm.to_tensor(images[i : i + batch_size], device))
+        y = torch.as_tensor(labels[i : i + batch_size], device=device)
+        correct += int((out.argmax(1) == y).sum())
+        loss += float(nn.functional.cross_entropy(out.float(), y, reduction="sum"))
+    model.train(was_training)
+    return correct / len(labels), loss / len(labels)
 
 
 @torch.no_grad()
@@ -274,7 +586,12 @@ def save_checkpoint(
     norm: Normalization,
     extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``path`` (safetensors weights) and ``path`` + ``.json`` (the sidecar)."""
+    """Write ``path`` (safetensors weights) and ``path`` + ``.json`` (the sidecar).
+
+    The sidecar records the architecture, classes, image size, input
+    normalisation and the weights' sha256, plus ``extra`` (JSON-able; the
+    workflow adds the model and training config and the dataset file's sha256).
+    """
     path = Path(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     sidecar = {
@@ -302,8 +619,9 @@ def load_checkpoint(
     FileNotFoundError
         If the weights or the sidecar are missing.
     ValueError
-        If the weights do not fit the architecture named in the sidecar, or the
-        file is not a safetensors file.
+        If the file is not a safetensors file (a pickle, for example: it is
+        never unpickled), its sha256 differs from the one in the sidecar, or the
+        weights do not fit the architecture named in the sidecar.
     """
     path = Path(path)
     side_path = Path(f"{path}.json")
@@ -316,6 +634,9 @@ def load_checkpoint(
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types
         raise ValueError(f"{path} is not a safetensors checkpoint ({err})") from err
+    expected = meta.get("weights_sha256")
+    if expected is not None and file_sha256(path) != expected:
+        raise ValueError(f"{path} does not match the weights_sha256 of its sidecar {side_path}")
     try:
         model.load_state_dict(state)
     except RuntimeError as err:

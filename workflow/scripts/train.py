@@ -1,4 +1,4 @@
-"""Rule train: train the CNN on the poisoned dataset; checkpoint and metrics."""
+"""Rule train: train the CNN on the poisoned dataset; checkpoint, metrics, training curve."""
 
 from poisonscan import steps
 
@@ -10,4 +10,6 @@ steps.train(
     snakemake.params.model,
     snakemake.params.training,
     threads=snakemake.threads,
+    curve_csv=snakemake.output.curve_csv,
+    curve_png=snakemake.output.curve_png,
 )
