@@ -18,6 +18,7 @@ include: "rules/explain.smk"
 include: "rules/distances.smk"
 include: "rules/cluster.smk"
 include: "rules/evaluate.smk"
+include: "rules/scan.smk"
 include: "rules/report.smk"
 
 

@@ -19,7 +19,19 @@ SCENARIOS = sorted(config["scenarios"])
 # Where each scenario of the experiment matrix sits in it (for the aggregated tables).
 MATRIX = {sc.name: sc for sc in expand_matrix(config["matrix"])}
 DISTANCES = config["distances"]["methods"]
-METHODS = [f"hc_{d}" for d in DISTANCES] + ["ac"]
+# Detection methods (clusters/<method>.npz each); distance-based ones need their distance.
+METHODS = config["clustering"]["methods"]
+REMOVAL_METHODS = config["removal"]["methods"]
+for _m in METHODS + REMOVAL_METHODS:
+    _needs = "gw" if _m == "gw_kmeans" else (_m.split("_")[-1] if "_" in _m else None)
+    if _needs is not None and _needs not in DISTANCES:
+        raise ValueError(
+            f"config: method {_m!r} needs distance {_needs!r}, which distances.methods "
+            f"{DISTANCES} does not compute; add it there or drop the method"
+        )
+_missing = sorted(set(REMOVAL_METHODS) - set(METHODS))
+if _missing:
+    raise ValueError(f"config: removal.methods {_missing} are not in clustering.methods {METHODS}")
 
 
 wildcard_constraints:
@@ -61,10 +73,16 @@ def scenario_context(wildcards):
     }
 
 
+def target_group(wildcards):
+    """Zarr group of the scenario's analysed (target) class in its explanation store."""
+    target = config["scenarios"][wildcards.scenario]["target"]
+    return f"results/{wildcards.dataset}/{wildcards.scenario}/explain.zarr/{target}"
+
+
 def print_summary(path):
     if Path(path).is_file():
         with open(path) as f:
             rows = list(csv.DictReader(f))
-        cols = ["scenario", "method", "n", "n_poison", "tn", "fp", "fn", "tp", "acc", "tpr",
-                "tnr", "f1", "clean_acc", "asr"]
+        cols = ["scenario", "method", "k_chosen", "n", "n_poison", "tn", "fp", "fn", "tp",
+                "acc", "tpr", "tnr", "f1", "auroc", "clean_acc", "asr"]
         print(f"\nDetection summary ({path}):\n{format_table(rows, cols)}\n")

@@ -7,10 +7,12 @@ rule evaluate:
         ),
     output:
         evaluation="results/{dataset}/{scenario}/evaluation.json",
+        art="results/{dataset}/{scenario}/evaluation_art.json",
     params:
+        group=target_group,
         methods=METHODS,
         context=scenario_context,
-        code=code_version("evaluate", "steps.cluster", "steps.common"),
+        code=code_version("evaluate", "steps.cluster", "steps.common", "storage"),
     log:
         "results/logs/evaluate/{dataset}/{scenario}.log",
     benchmark:

@@ -1,4 +1,4 @@
-"""Detection metrics (poison = positive) and the run summary table."""
+"""Detection metrics (poison = positive), ART's evaluation JSON and the run summary table."""
 
 from __future__ import annotations
 
@@ -9,14 +9,24 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from poisonscan.storage import atomic_path
 
-__all__ = ["SUMMARY_COLUMNS", "detection_metrics", "format_table", "write_summary"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "art_confusion",
+    "art_report",
+    "auroc",
+    "detection_metrics",
+    "format_table",
+    "write_summary",
+]
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "dataset", "scenario", "attack", "poison_rate", "sticker_size", "model", "method",
-    "n", "n_poison", "tn", "fp", "fn", "tp", "acc", "tpr", "tnr", "f1", "clean_acc", "asr",
+    "decision_rule", "k_chosen", "n", "n_poison", "tn", "fp", "fn", "tp",
+    "acc", "tpr", "tnr", "fpr", "precision", "f1", "auroc", "clean_acc", "asr",
 )  # fmt: skip
 
 
@@ -24,7 +34,24 @@ def _ratio(num: int, den: int) -> float:
     return num / den if den else math.nan
 
 
-def detection_metrics(flagged: np.ndarray, poison: np.ndarray) -> dict[str, float | int]:
+def auroc(score: np.ndarray, poison: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` (higher = more suspicious) for ``poison``.
+
+    NaN when only one class is present (e.g. a clean control scenario) or a
+    score is not finite.
+    """
+    score = np.asarray(score, dtype=np.float64)
+    poison = np.asarray(poison, dtype=bool)
+    if score.shape != poison.shape:
+        raise ValueError(f"shapes differ: score {score.shape}, poison {poison.shape}")
+    if poison.all() or not poison.any() or not np.isfinite(score).all():
+        return math.nan
+    return float(roc_auc_score(poison, score))
+
+
+def detection_metrics(
+    flagged: np.ndarray, poison: np.ndarray, score: np.ndarray | None = None
+) -> dict[str, float | int]:
     """Confusion counts and rates of a poison detector.
 
     Parameters
@@ -33,11 +60,13 @@ def detection_metrics(flagged: np.ndarray, poison: np.ndarray) -> dict[str, floa
         The detector's verdict (True = poisoned).
     poison : ndarray of shape (n,), bool
         Ground truth.
+    score : ndarray of shape (n,), optional
+        Continuous poison score (higher = more suspicious) for the AUROC.
 
     Returns
     -------
-    dict with tn, fp, fn, tp, acc, tpr, tnr, f1; a rate whose denominator is
-    zero is NaN.
+    dict with tn, fp, fn, tp, acc, tpr, tnr, fpr, precision, f1 and auroc
+    (NaN without ``score``); a rate whose denominator is zero is NaN.
     """
     flagged = np.asarray(flagged, dtype=bool)
     poison = np.asarray(poison, dtype=bool)
@@ -52,8 +81,46 @@ def detection_metrics(flagged: np.ndarray, poison: np.ndarray) -> dict[str, floa
         "acc": _ratio(tp + tn, tp + tn + fp + fn),
         "tpr": _ratio(tp, tp + fn),
         "tnr": _ratio(tn, tn + fp),
+        "fpr": _ratio(fp, fp + tn),
+        "precision": _ratio(tp, tp + fp),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "auroc": math.nan if score is None else auroc(score, poison),
     }  # fmt: skip
+
+
+def _art_rate(num: int, den: int) -> dict[str, float | int]:
+    return {"rate": round(100.0 * num / den, 2) if den else -1, "numerator": num,
+            "denominator": den}  # fmt: skip
+
+
+def art_confusion(flagged: np.ndarray, poison: np.ndarray) -> dict[str, dict[str, float | int]]:
+    """One class's entry of ART's ``evaluate_defence`` JSON.
+
+    Same shape as ART's ``GroundTruthEvaluator.get_confusion_matrix`` (ART
+    1.20): ``{"TruePositive": {"rate", "numerator", "denominator"},
+    "TrueNegative": ..., "FalsePositive": ..., "FalseNegative": ...}`` with rates
+    in percent rounded to 2 decimals, and rate -1 when the denominator is 0.
+    """
+    m = detection_metrics(flagged, poison)
+    tp, tn, fp, fn = (int(m[k]) for k in ("tp", "tn", "fp", "fn"))
+    return {
+        "TruePositive": _art_rate(tp, tp + fn),
+        "TrueNegative": _art_rate(tn, tn + fp),
+        "FalsePositive": _art_rate(fp, fp + tn),
+        "FalseNegative": _art_rate(fn, tp + fn),
+    }
+
+
+def art_report(
+    per_class: Mapping[int, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, dict[str, dict[str, float | int]]]:
+    """ART's ``evaluate_defence`` JSON object: ``{"class_<id>": art_confusion(...)}``.
+
+    Parameters
+    ----------
+    per_class : mapping of class id to (flagged, poison)
+    """
+    return {f"class_{c}": art_confusion(f, p) for c, (f, p) in sorted(per_class.items())}
 
 
 def write_summary(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:

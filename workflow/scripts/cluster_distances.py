@@ -1,8 +1,14 @@
-"""Rule cluster_distances: SpRAy spectral clustering of a heatmap distance matrix."""
+"""Rule cluster_distances: SpRAy / agglomerative / HDBSCAN on a heatmap distance matrix."""
 
 from poisonscan import steps
+from poisonscan.steps import cluster
 
 steps.setup_logging(snakemake.log[0])
-steps.cluster_distances(
-    snakemake.input.store, snakemake.output.clusters, snakemake.params.clustering
+cluster.cluster_distances(
+    snakemake.input.store,
+    snakemake.output.clusters,
+    snakemake.params.clusterer,
+    snakemake.params.clustering,
+    snakemake.params.decision,
+    method=f"{snakemake.wildcards.clusterer}_{snakemake.wildcards.distance}",
 )

@@ -1,4 +1,4 @@
-"""Rule distances_gw: Gromov-Wasserstein distances, tiled over a Dask cluster."""
+"""Rule distances_gw: Gromov-Wasserstein distances of the target class group over Dask."""
 
 # Dask's worker processes are spawned and re-import this file as __mp_main__,
 # where the snakemake object does not exist: run only in the main process.
@@ -7,7 +7,7 @@ if __name__ == "__main__":
 
     steps.setup_logging(snakemake.log.log)
     steps.distances_gw(
-        snakemake.input.store,
+        snakemake.params.group,
         snakemake.output.store,
         snakemake.params.gw,
         snakemake.params.cluster,

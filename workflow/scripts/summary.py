@@ -3,7 +3,8 @@
 import logging
 
 from poisonscan import steps
+from poisonscan.steps import cluster
 
 steps.setup_logging(snakemake.log[0])
-table = steps.summarize(snakemake.input.evaluations, snakemake.output.summary)
+table = cluster.summarize(snakemake.input.evaluations, snakemake.output.summary)
 logging.getLogger("poisonscan").info("summary:\n%s", table)

@@ -1,0 +1,274 @@
+"""Step functions of the detection rules (poisonscan.steps.cluster, poisonscan.steps.scan).
+
+A tiny constructed scenario: an explanation store with three classes, class 5
+holding 30 clean and 8 "poisoned" samples (a bright corner patch in the
+heatmap, shifted activations), distance stores and a training set.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from poisonscan import distances
+from poisonscan.clustering.gw_kmeans import gw_loss, spaces_from_heatmaps
+from poisonscan.removal import REMOVAL_COLUMNS
+from poisonscan.steps import cluster, scan
+from poisonscan.storage import ImageDataset, read_dataset, write_dataset
+
+TARGET = 5
+SPRAY = {"affinity": "knn", "n_neighbors": 5, "bandwidth": "median", "n_clusters": None,
+         "k_max": 5, "n_eigenvalues": 12, "dense_max": 2000, "n_init": 5,
+         "single_group_no_flag": True, "seed": 0}  # fmt: skip
+DECISION = {"decision_rule": "size-gap", "size_threshold": 0.35, "silhouette_threshold": 0.1}
+GW = {"pool": 2, "mass": 0.99, "metric": "euclidean", "epsilon": 0.0}
+
+
+def heatmaps(n_clean: int, n_poison: int, rng: np.random.Generator) -> np.ndarray:
+    h = rng.uniform(0, 0.2, size=(n_clean + n_poison, 8, 8))
+    h[:, 2:6, 2:6] += rng.uniform(0.5, 1.0, size=(n_clean + n_poison, 1, 1))  # the sign
+    h[n_clean:, 6:8, 6:8] += 3.0  # the sticker takes most of the relevance
+    return (h / h.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("scenario")
+    rng = np.random.default_rng(0)
+    sizes = {0: (30, 0), TARGET: (30, 8), 7: (34, 0)}
+    n_train = sum(a + b for a, b in sizes.values())
+    y = np.concatenate([np.full(a + b, c) for c, (a, b) in sizes.items()])
+    order = rng.permutation(n_train)  # classes interleaved in the training set
+    y_train = y[order]
+    poison_mask = np.zeros(n_train, bool)
+    x_train = rng.integers(90, 110, size=(n_train, 8, 8, 3)).astype(np.uint8)
+    root = zarr.open_group(str(tmp / "explain.zarr"), mode="w")
+    for c, (n_clean, n_poison) in sizes.items():
+        index = np.flatnonzero(y_train == c)
+        poison = np.arange(len(index)) >= n_clean
+        poison_mask[index[poison]] = True
+        x_train[index[poison], 6:8, 6:8] = [245, 255, 0]
+        act = rng.normal(c, 1.0, size=(len(index), 20))
+        act[poison, :5] += 8.0
+        g = root.create_group(str(c))
+        for name, arr in (("heatmaps", heatmaps(n_clean, n_poison, rng)),
+                          ("activations", act.astype(np.float32)), ("index", index),
+                          ("label", np.full(len(index), c)), ("prediction", np.full(len(index), c)),
+                          ("poison", poison)):  # fmt: skip
+            g.create_array(name, data=arr)
+    root.attrs.update({"classes": sorted(sizes), "target_class": TARGET})
+    ds = ImageDataset(
+        x_train, y_train.astype(np.int64), x_train[:10], y_train[:10].astype(np.int64),
+        [f"c{i}" for i in range(8)], meta={"attack": {"target": TARGET}},
+        extra={"poison_mask": poison_mask, "y_train_original": y_train.astype(np.int64),
+               "x_test_triggered": x_train[:4]},
+    )  # fmt: skip
+    write_dataset(tmp / "poisoned.h5", ds)
+    group = tmp / "explain.zarr" / str(TARGET)
+    hm = zarr.open_group(str(group), mode="r")["heatmaps"][...]
+    distances.write_distance_store(
+        str(tmp / "distances" / "l2.zarr"),
+        distances.euclidean_distances(hm),
+        {"method": "euclidean"},
+    )
+    spaces = spaces_from_heatmaps(hm, GW["pool"], GW["mass"], GW["metric"])
+    n = len(spaces)
+    d = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            d[i, j] = d[j, i] = gw_loss(spaces[i].cost, spaces[i].weights,
+                                        spaces[j].cost, spaces[j].weights)  # fmt: skip
+    distances.write_distance_store(str(tmp / "distances" / "gw.zarr"), d, {"method": "gw"})
+    clean_hm = zarr.open_group(str(tmp / "explain.zarr" / "0"), mode="r")["heatmaps"][...]
+    distances.write_distance_store(
+        str(tmp / "clean_l2.zarr"), distances.euclidean_distances(clean_hm), {"method": "euclidean"}
+    )
+    (tmp / "metrics.json").write_text(json.dumps({"clean_acc": 0.9, "asr": 0.8}))
+    return {"dir": tmp, "group": group, "store": tmp / "explain.zarr"}
+
+
+def truth(scenario: dict[str, Path]) -> np.ndarray:
+    return zarr.open_group(str(scenario["group"]), mode="r")["poison"][...]
+
+
+@pytest.mark.parametrize(
+    ("clusterer", "params"),
+    [("spectral", SPRAY), ("agglomerative", {"n_clusters": 2, "linkage": "average"}),
+     ("hdbscan", {"min_cluster_size": 5, "min_samples": None})],
+)  # fmt: skip
+def test_cluster_distances_flags_the_poison(
+    scenario: dict[str, Path], clusterer: str, params: dict
+) -> None:
+    out = scenario["dir"] / f"{clusterer}.npz"
+    cluster.cluster_distances(
+        scenario["dir"] / "distances" / "l2.zarr", out, clusterer, params, DECISION, "m"
+    )
+    res = cluster.read_clusters(out)
+    poison = truth(scenario)
+    assert np.array_equal(res["flagged"], poison)
+    assert res["decision_rule"] == "size-gap" and res["method"] == "m"
+    assert res["score"][poison].min() > res["score"][~poison].max()
+    if clusterer == "spectral":
+        assert res["k"] == 2 and int(res["n_groups"]) == 2
+        assert res["eigenvalues"].shape == (12,) and res["embedding"].shape == (38, 2)
+
+
+def test_spray_flags_nothing_in_one_group(scenario: dict[str, Path]) -> None:
+    out = scenario["dir"] / "clean.npz"
+    cluster.cluster_distances(scenario["dir"] / "clean_l2.zarr", out, "spectral", SPRAY, DECISION)
+    res = cluster.read_clusters(out)
+    assert int(res["n_groups"]) == 1 and not res["flagged"].any()
+    assert res["decision_rule"] == "size-gap (one group: none)"
+    fixed = scenario["dir"] / "clean_k2.npz"
+    cluster.cluster_distances(scenario["dir"] / "clean_l2.zarr", fixed, "spectral",
+                              {**SPRAY, "n_clusters": 2}, DECISION)  # fmt: skip
+    assert cluster.read_clusters(fixed)["flagged"].any()  # a fixed k always flags
+
+
+def test_gw_kmeans_step(scenario: dict[str, Path]) -> None:
+    out = scenario["dir"] / "gw_kmeans.npz"
+    params = {"n_clusters": 2, "support_size": 6, "barycenter_epsilon": 0.0, "max_iter": 5,
+              "barycenter_max_iter": 50, "barycenter_tol": 1e-5, "seed": 0}  # fmt: skip
+    store = scenario["dir"] / "distances" / "gw.zarr"
+    cluster.cluster_gw_kmeans(store, scenario["group"], out, params, GW, DECISION)
+    res = cluster.read_clusters(out)
+    poison = truth(scenario)
+    assert np.array_equal(res["flagged"], poison)
+    assert res["k"] == 2 and res["center_distances"].shape == (38, 2)
+    assert 1 <= int(res["n_iter"]) <= 5
+
+
+@pytest.mark.parametrize("analysis", ["smaller", "distance", "silhouette-scores"])
+def test_activation_clustering_step(scenario: dict[str, Path], analysis: str) -> None:
+    out = scenario["dir"] / f"ac_{analysis}.npz"
+    params = {"nb_dims": 10, "reduce": "PCA", "nb_clusters": 2, "cluster_analysis": analysis,
+              "size_threshold": 0.35, "silhouette_threshold": 0.1, "n_init": 5,
+              "seed": 0}  # fmt: skip
+    cluster.cluster_activations(scenario["group"], out, params)
+    res = cluster.read_clusters(out)
+    assert res["decision_rule"] == analysis and res["k"] == 2
+    if analysis != "distance":  # ART's distance analysis decides on other grounds
+        assert np.array_equal(res["flagged"], truth(scenario))
+
+
+def test_spectral_signatures_and_raw_steps(scenario: dict[str, Path]) -> None:
+    poison = truth(scenario)
+    ss = scenario["dir"] / "ss.npz"
+    cluster.spectral_signatures(scenario["group"], ss, {"expected_poison_rate": 0.2,
+                                                        "eps_multiplier": 1.5})  # fmt: skip
+    res = cluster.read_clusters(ss)
+    assert res["k"] is None and res["flagged"][poison].all()
+    assert res["flagged"].sum() in (11, 12)  # top 30 % of 38
+    raw = scenario["dir"] / "raw.npz"
+    params = {"nb_dims": 5, "reduce": "PCA", "nb_clusters": 2, "n_init": 5, "seed": 0}
+    cluster.cluster_raw(scenario["dir"] / "poisoned.h5", scenario["group"], raw, params, DECISION)
+    assert np.array_equal(cluster.read_clusters(raw)["flagged"], poison)
+
+
+def test_evaluate_and_summarize(scenario: dict[str, Path]) -> None:
+    d = scenario["dir"]
+    cluster.cluster_distances(
+        d / "distances" / "l2.zarr", d / "hc_l2.npz", "spectral", SPRAY, DECISION
+    )
+    cluster.spectral_signatures(scenario["group"], d / "ss_eval.npz",
+                                {"expected_poison_rate": 0.33, "eps_multiplier": 1.5})  # fmt: skip
+    ctx = {"dataset": "synthetic", "scenario": "s", "attack": "sticker", "poison_rate": 0.2,
+           "sticker_size": 3, "model": "net"}  # fmt: skip
+    cluster.evaluate_scenario(scenario["group"], d / "metrics.json",
+                              {"hc_l2": d / "hc_l2.npz", "ss": d / "ss_eval.npz"},
+                              d / "evaluation.json", ctx, art_out=d / "art.json")  # fmt: skip
+    rows = json.loads((d / "evaluation.json").read_text())
+    hc = next(r for r in rows if r["method"] == "hc_l2")
+    assert (hc["tp"], hc["fp"], hc["fn"], hc["tn"]) == (8, 0, 0, 30)
+    assert hc["auroc"] == 1.0 and hc["k_chosen"] == 2 and hc["decision_rule"] == "size-gap"
+    ss = next(r for r in rows if r["method"] == "ss")
+    assert ss["k_chosen"] is None and ss["fpr"] > 0
+    art = json.loads((d / "art.json").read_text())
+    assert art["hc_l2"][f"class_{TARGET}"]["TruePositive"] == {
+        "rate": 100.0, "numerator": 8, "denominator": 8}  # fmt: skip
+    table = cluster.summarize([d / "evaluation.json"], d / "summary.csv")
+    with open(d / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    assert [r["method"] for r in summary] == ["hc_l2", "ss"]
+    assert {"fpr", "precision", "auroc", "k_chosen", "decision_rule"} <= set(summary[0])
+    assert "auroc" in table.splitlines()[0]
+
+
+def test_evaluate_clean_control_has_nan_auroc(scenario: dict[str, Path]) -> None:
+    d = scenario["dir"]
+    cluster.cluster_distances(d / "clean_l2.zarr", d / "c.npz", "spectral", SPRAY, DECISION)
+    cluster.evaluate_scenario(scenario["store"] / "0", d / "metrics.json", {"hc_l2": d / "c.npz"},
+                              d / "clean_eval.json", {"scenario": "clean"})  # fmt: skip
+    (row,) = json.loads((d / "clean_eval.json").read_text())
+    assert row["n_poison"] == 0 and math.isnan(row["auroc"]) and math.isnan(row["tpr"])
+    with pytest.raises(ValueError, match="has 38 samples but"):
+        cluster.evaluate_scenario(scenario["store"] / "0", d / "metrics.json",
+                                  {"hc_l2": d / "hc_l2.npz"}, d / "x.json", {})  # fmt: skip
+
+
+def test_scan_ranks_the_attacked_class_first(scenario: dict[str, Path]) -> None:
+    d = scenario["dir"]
+    rank = scan.scan_classes(scenario["store"], d / "scan.csv", d / "scan.png", SPRAY, TARGET)
+    assert rank == 1
+    with open(d / "scan.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert int(rows[0]["class"]) == TARGET and rows[0]["is_target"] == "True"
+    assert [int(r["rank"]) for r in rows] == [1, 2, 3]
+    assert (d / "scan.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_retrain_filtered_removes_the_flags_and_reports(
+    scenario: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = scenario["dir"]
+    seen = {}
+
+    def fake_train(dataset, checkpoint, metrics, model, params, threads=1):
+        ds = read_dataset(dataset)
+        seen["n"], seen["poison"] = len(ds.y_train), int(ds.extra["poison_mask"].sum())
+        Path(metrics).write_text(json.dumps({"clean_acc": 0.95, "asr": 0.05}))
+
+    # the step imports train from its module (the package attribute is the function)
+    monkeypatch.setattr(sys.modules["poisonscan.steps.train"], "train", fake_train)
+    cluster.cluster_distances(
+        d / "distances" / "l2.zarr", d / "hc_l2.npz", "spectral", SPRAY, DECISION, "hc_l2"
+    )
+    scan.retrain_filtered(d / "poisoned.h5", d / "r_hc.json", {"name": "net"}, {},
+                          clusters=d / "hc_l2.npz", explanations=scenario["group"])  # fmt: skip
+    assert seen == {"n": 102 - 8, "poison": 0}
+    row = json.loads((d / "r_hc.json").read_text())
+    assert row["filter"] == "hc_l2" and row["n_poison_removed"] == 8 and row["n_clean_removed"] == 0
+    assert row["asr"] == 0.05
+    scan.retrain_filtered(d / "poisoned.h5", d / "r_perfect.json", {"name": "net"}, {})
+    assert json.loads((d / "r_perfect.json").read_text())["filter"] == "perfect"
+    rows = scan.removal_table(d / "metrics.json", d / "poisoned.h5",
+                              {"hc_l2": d / "r_hc.json", "perfect": d / "r_perfect.json"},
+                              d / "removal.csv")  # fmt: skip
+    assert [r["filter"] for r in rows] == ["none", "hc_l2", "perfect"]
+    assert rows[0]["asr"] == 0.8 and rows[0]["n_poison_left"] == 8
+    with open(d / "removal.csv") as f:
+        assert csv.DictReader(f).fieldnames == list(REMOVAL_COLUMNS)
+    with pytest.raises(ValueError, match="needs the class group"):
+        scan.retrain_filtered(d / "poisoned.h5", d / "x.json", {}, {}, clusters=d / "hc_l2.npz")
+
+
+def test_bench_detection_runs_the_methods_on_a_run_directory(scenario: dict[str, Path]) -> None:
+    from poisonscan.bench.detection import run_methods
+    from poisonscan.config import load_schema, validate_config
+    from poisonscan.explain.store import store_classes
+
+    assert store_classes(scenario["store"]) == [0, TARGET, 7]
+    cfg = {"dataset": {"name": "synthetic"}, "scenarios": {"s": {"attack": "clean", "target": 5}},
+           "clustering": {**SPRAY, **DECISION}, "baselines": {"raw": {"nb_dims": 5}}}  # fmt: skip
+    schema = load_schema(Path(__file__).parents[1] / "config" / "schema.yaml")
+    rows = run_methods(scenario["dir"], validate_config(cfg, schema), ["hc_l2", "ac", "raw"])
+    assert [r["method"] for r in rows] == ["ac", "hc_l2", "raw"]
+    for r in rows:
+        assert (r["tpr"], r["tnr"]) == (1.0, 1.0) and r["seconds"] >= 0
