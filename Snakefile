@@ -27,6 +27,7 @@ rule all:
     input:
         "results/summary.csv",
         "results/tables.md",
+        final_outputs,
 
 
 onsuccess:

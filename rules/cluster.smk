@@ -7,9 +7,8 @@ CLUSTERER_OF = {"hc": "spectral", "agglo": "agglomerative", "hdbscan": "hdbscan"
 SPRAY_KEYS = ("affinity", "n_neighbors", "bandwidth", "n_clusters", "k_max", "n_eigenvalues",
               "dense_max", "n_init", "single_group_no_flag", "seed")  # fmt: skip
 DECISION_KEYS = ("decision_rule", "size_threshold", "silhouette_threshold")
-CLUSTERING_CODE = ("clustering.__init__", "clustering.spectral", "clustering.decision",
-                   "clustering.registry", "clustering.gw_kmeans", "clustering.scan",
-                   "baselines", "steps.cluster", "steps.common", "storage")  # fmt: skip
+CLUSTERING_CODE = ("clustering", "baselines", "explain.store", "explain.params", "steps.cluster",
+                   "steps.common", "storage")  # fmt: skip
 
 
 SPRAY = {k: config["clustering"][k] for k in SPRAY_KEYS}
@@ -29,7 +28,7 @@ rule cluster_distances:
             SPRAY if w.clusterer == "hc" else config["clustering"][CLUSTERER_OF[w.clusterer]]
         ),
         decision=DECISION,
-        code=code_version(*CLUSTERING_CODE, *DISTANCES_MODULES),
+        code=code_version(*CLUSTERING_CODE, "distances"),
     log:
         "results/logs/cluster_distances/{dataset}/{scenario}/{clusterer}_{distance}.log",
     benchmark:
@@ -51,7 +50,7 @@ rule cluster_gw_kmeans:
         gw_kmeans=config["clustering"]["gw_kmeans"],
         gw=config["distances"]["gw"],
         decision=DECISION,
-        code=code_version(*CLUSTERING_CODE, *DISTANCES_MODULES),
+        code=code_version(*CLUSTERING_CODE, "distances"),
     log:
         "results/logs/cluster_gw_kmeans/{dataset}/{scenario}.log",
     benchmark:

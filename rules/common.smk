@@ -56,6 +56,14 @@ def evaluation_files(wildcards=None):
     )
 
 
+def final_outputs(wildcards=None):
+    """Per scenario: the whole-dataset scan, and the removal table when removal.methods is set."""
+    outs = ["scan.csv"] + (["removal.csv"] if REMOVAL_METHODS else [])
+    return expand(
+        "results/{dataset}/{scenario}/{out}", dataset=DATASET, scenario=SCENARIOS, out=outs
+    )
+
+
 def scenario_context(wildcards):
     """Descriptive columns of the summary rows of one scenario."""
     name = wildcards.scenario

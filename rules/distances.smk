@@ -1,9 +1,12 @@
+
+
 rule distances_l2:
     input:
         store="results/{dataset}/{scenario}/explain.zarr",
     output:
         store=directory("results/{dataset}/{scenario}/distances/l2.zarr"),
     params:
+        group=target_group,
         code=code_version("distances", "steps.distances", "steps.common"),
     log:
         "results/logs/distances_l2/{dataset}/{scenario}.log",
@@ -21,9 +24,12 @@ rule distances_gw:
     output:
         store=directory("results/{dataset}/{scenario}/distances/gw.zarr"),
     params:
+        group=target_group,
         gw=config["distances"]["gw"],
         cluster=config["dask"],
-        code=code_version("distances", "parallel", "steps.distances", "steps.common"),
+        code=code_version(
+            "distances", "parallel", "steps.distances", "steps.common"
+        ),
     log:
         log="results/logs/distances_gw/{dataset}/{scenario}.log",
         dask_report="results/logs/distances_gw/{dataset}/{scenario}.dask-report.html",

@@ -1,5 +1,5 @@
-# Whole-dataset scan, and removal with retraining. Not part of `all`; ask for them with
-#   snakemake scan_and_removal   (or the files below for one scenario).
+# Whole-dataset scan, and removal with retraining (both part of `all`; removal only when
+# removal.methods is set).
 
 
 rule scan:
@@ -16,7 +16,7 @@ rule scan:
     params:
         spray=SPRAY,
         target=lambda w: config["scenarios"][w.scenario]["target"],
-        code=code_version(*CLUSTERING_CODE, "steps.scan", *DISTANCES_MODULES),
+        code=code_version(*CLUSTERING_CODE, "steps.scan", "distances"),
     log:
         "results/logs/scan/{dataset}/{scenario}.log",
     benchmark:
@@ -83,13 +83,3 @@ rule removal:
         "../envs/analysis.yaml"
     script:
         "../workflow/scripts/removal.py"
-
-
-rule scan_and_removal:
-    input:
-        expand(
-            "results/{dataset}/{scenario}/{out}",
-            dataset=DATASET,
-            scenario=SCENARIOS,
-            out=["scan.csv", "scan.png", "removal.csv"],
-        ),

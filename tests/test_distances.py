@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import zarr
 
-from poisonscan import distances as dist
 from poisonscan.distances import (
     GWParams,
+    _solvers,
+    _store,
     compute_tile,
     euclidean_distances,
     gromov_wasserstein,
@@ -25,7 +26,7 @@ from poisonscan.distances import (
 from poisonscan.parallel import dask_client
 
 # Small and fast: 4x4 pooled grid, exact (deterministic) solver.
-FAST = {"pool": 2, "mass": 0.99, "metric": "euclidean", "epsilon": 0.0}
+FAST = {"solver": "pot_exact", "pool": 2, "mass": 0.99, "metric": "euclidean", "epsilon": 0.0}
 
 
 def make_heatmaps(n: int, size: int = 8, seed: int = 0) -> np.ndarray:
@@ -152,6 +153,12 @@ def test_all_zero_and_negative_heatmaps(caplog: pytest.LogCaptureFixture) -> Non
         space = heatmap_to_mm_space(np.zeros((4, 4)))
     assert "uniform measure" in caplog.text
     np.testing.assert_allclose(space.weights, np.full(16, 1 / 16))
+    # No cell is more relevant than another: a mass share keeps the whole grid.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="poisonscan.distances"):
+        space = heatmap_to_mm_space(-np.ones((4, 4)), mass=0.5)
+    assert "uniform measure" in caplog.text
+    np.testing.assert_allclose(space.weights, np.full(16, 1 / 16))
     h = np.zeros((4, 4))
     h[0, 0], h[1, 1], h[2, 2] = 3.0, -5.0, 1.0
     np.testing.assert_allclose(heatmap_to_mm_space(h, mass=1.0).weights, [0.75, 0.25])
@@ -179,7 +186,7 @@ def test_exact_gw_is_invariant_to_isometries() -> None:
 
 def test_entropic_gw_self_small_and_symmetric() -> None:
     h1, h2 = make_heatmaps(2, size=8, seed=5)
-    kw = {"pool": 2, "mass": None, "epsilon": 0.02}
+    kw = {"solver": "pot_entropic", "pool": 2, "mass": None, "epsilon": 0.02}
     d12 = gromov_wasserstein(h1, h2, **kw)
     d21 = gromov_wasserstein(h2, h1, **kw)
     assert math.isclose(d12, d21, rel_tol=1e-4)
@@ -188,27 +195,46 @@ def test_entropic_gw_self_small_and_symmetric() -> None:
 
 
 def test_gw_nan_raises(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dist.ot.gromov, "entropic_gromov_wasserstein2", lambda *a, **k: np.nan)
+    monkeypatch.setattr(_solvers.ot.gromov, "entropic_gromov_wasserstein2", lambda *a, **k: np.nan)
     h = np.ones((4, 4))
     with pytest.raises(FloatingPointError, match="pair"):
-        gromov_wasserstein(h, h, pool=1, epsilon=0.1)
-    params = GWParams(pool=1, epsilon=0.1)
+        gromov_wasserstein(h, h, solver="pot_entropic", pool=1, epsilon=0.1)
+    params = GWParams(solver="pot_entropic", pool=1, epsilon=0.1)
     space = heatmap_to_mm_space(h)
     with pytest.raises(FloatingPointError, match=r"pair \(3, 7\)"):
-        dist._gw_spaces(space, space, params, pair=(3, 7))
+        _solvers.pot_pair(space, space, params, pair=(3, 7))
 
 
 def test_params_from_config() -> None:
     assert GWParams.from_config({}) == GWParams()
-    p = GWParams.from_config({"pool": 2, "mass": 0.99, "epsilon": "0.05"})
-    assert (p.pool, p.mass, p.epsilon) == (2, 0.99, 0.05)
+    p = GWParams.from_config({"solver": "batched", "pool": 2, "mass": 0.99, "epsilon": "0.05"})
+    assert (p.solver, p.pool, p.mass, p.epsilon) == ("batched", 2, 0.99, 0.05)
     assert GWParams.from_config(p.to_dict()) == p
     with pytest.raises(ValueError, match=r"\['eps', 'poool'\]"):
         GWParams.from_config({"poool": 2, "eps": 0.1})
-    with pytest.raises(ValueError, match="epsilon"):
-        GWParams.from_config({"epsilon": -1})
-    with pytest.raises(ValueError, match="metric"):
-        GWParams.from_config({"metric": "manhattan"})
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"epsilon": -1}, "epsilon must be >= 0"),
+        ({"metric": "manhattan"}, "metric must be one of"),
+        (
+            {"solver": "sinkhorn"},
+            r"solver must be one of \('pot_exact', 'pot_entropic', 'batched'\)",
+        ),
+        ({"epsilon": 0.1}, "not used by solver 'pot_exact'"),
+        ({"solver": "batched"}, "needs epsilon > 0"),
+        ({"solver": "pot_entropic", "epsilon": 0.0}, "needs epsilon > 0"),
+        ({"dtype": "float16"}, "dtype must be one of"),
+        ({"device": "tpu"}, "device must be"),
+        ({"batch_mb": 0}, "batch_mb must be > 0"),
+        ({"rtol": -1e-3}, "rtol must be >= 0"),
+    ],
+)
+def test_params_reject_bad_values(config: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        GWParams.from_config(config)
 
 
 # --------------------------------------------------------------------------- tiling
@@ -319,7 +345,7 @@ def test_compute_tile_in_process(
     src = write_heatmap_store(tmp_path / "heatmaps.zarr", heatmaps)
     out = str(tmp_path / "gw.zarr")
     params = GWParams.from_config(FAST)
-    dist._open_or_create(out, 10, 4, params)
+    _store.open_or_create(out, 10, 4, {"method": "gromov_wasserstein", "params": params.to_dict()})
     bi, bj, n_pairs, seconds = compute_tile(src, out, 1, 2, 4, params)
     assert (bi, bj, n_pairs) == (1, 2, 8) and seconds >= 0
     assert compute_tile(src, out, 2, 2, 4, params)[2] == 1

@@ -56,6 +56,8 @@ def heatmap_store(path: Path, n: int = 9) -> np.ndarray:
     hm[: n // 3, 10:13, 10:13] += 2.0  # a "sticker" on a third of them
     hm = (hm / hm.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
     root = zarr.open_group(str(path), mode="w")
+    root.attrs["target_class"] = 0  # the explain store layout: one group per class
+    root = root.create_group("0")
     root.create_array("heatmaps", data=hm)
     return hm
 

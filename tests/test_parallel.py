@@ -8,7 +8,7 @@ from pathlib import Path
 import distributed
 import pytest
 
-from poisonscan.parallel import dask_client
+from poisonscan.parallel import dask_client, jobqueue_cluster
 
 
 def _env(name: str) -> str | None:
@@ -46,7 +46,10 @@ def test_address_and_scheduler_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        ({"cluster": "slurm"}, r"'slurm'.*\['local', 'address', 'scheduler_file'\]"),
+        (
+            {"cluster": "kubernetes"},
+            r"'kubernetes'.*\['local', 'address', 'scheduler_file', 'slurm', 'pbs'\]",
+        ),
         ({"cluster": "address"}, "'address'"),
         ({"cluster": "address", "address": ""}, "'address'"),
         ({"cluster": "scheduler_file"}, "'scheduler_file'"),
@@ -60,3 +63,46 @@ def test_bad_config(config: dict, match: str) -> None:
 def test_bad_n_workers() -> None:
     with pytest.raises(ValueError, match="n_workers"), dask_client({}, n_workers=0):
         pass
+
+
+@pytest.mark.parametrize(
+    ("kind", "directive"), [("slurm", "#SBATCH -t 02:00:00"), ("pbs", "walltime=02:00:00")]
+)
+def test_jobqueue_cluster_script_has_walltime_and_shorter_lifetime(
+    kind: str, directive: str
+) -> None:
+    pytest.importorskip("dask_jobqueue")
+    config = {
+        "walltime": "02:00:00",
+        "lifetime_margin": "10m",
+        "cores": 4,
+        "processes": 4,
+        "memory": "16GB",
+        "queue": "short",
+        "job_extra_directives": ["--qos=low"],
+    }
+    with jobqueue_cluster(kind, config) as cluster:  # constructs, submits nothing
+        script = cluster.job_script()
+        assert len(cluster.workers) == 0
+    assert directive in script
+    # Workers retire 10 minutes before the 2 h walltime, staggered by up to 5 minutes.
+    assert "--lifetime 6600s" in script and "--lifetime-stagger 300s" in script
+    assert "--nthreads 1" in script and "--nworkers 4" in script
+    assert "export OMP_NUM_THREADS=1" in script
+    assert "short" in script and "--qos=low" in script
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ({"walltime": "00:05:00", "lifetime_margin": "5m"}, "leaves no working time"),
+        ({"walltime": "one hour"}, "cannot read the duration"),
+        ({"wall_time": "01:00:00"}, r"unknown dask.jobqueue key\(s\) \['wall_time'\]"),
+    ],
+)
+def test_jobqueue_bad_config(config: dict, match: str) -> None:
+    pytest.importorskip("dask_jobqueue")
+    with pytest.raises(ValueError, match=match):
+        jobqueue_cluster("slurm", config)
+    with pytest.raises(ValueError, match=r"'lsf'.*\['slurm', 'pbs'\]"):
+        jobqueue_cluster("lsf", {})

@@ -58,7 +58,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_workflow_writes_summary_with_every_method(finished_run: Path) -> None:
     with open(finished_run / "results" / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted(r["method"] for r in rows) == ["ac", "hc_gw", "hc_l2"]
+    assert sorted(r["method"] for r in rows) == ["ac", "gw_kmeans", "hc_gw", "hc_l2", "raw", "ss"]
     for row in rows:
         assert row["dataset"] == "synthetic" and row["scenario"] == "tiny"
         assert row["attack"] == "sticker" and float(row["poison_rate"]) == 0.2
@@ -94,13 +94,16 @@ def planned_rules(workdir: Path, config: dict) -> set[str]:
 @pytest.mark.slow
 def test_config_changes_rerun_exactly_the_affected_rules(finished_run: Path) -> None:
     clustering = {**TINY, "clustering": {"n_neighbors": 6}}
+    # the scan runs SpRAy too; the retraining without hc_l2's flags follows its clusters
     assert planned_rules(finished_run, clustering) == {
-        "cluster_distances", "evaluate", "summary", "all",
+        "cluster_distances", "scan", "retrain_filtered", "removal", "evaluate", "summary",
+        "aggregate", "all",
     }  # fmt: skip
     explain = {**TINY, "explain": {"batch_size": 16, "composite": "epsilon"}}
     assert planned_rules(finished_run, explain) == {
         "explain", "distances_l2", "distances_gw", "cluster_distances", "cluster_activations",
-        "evaluate", "summary", "all",
+        "cluster_gw_kmeans", "spectral_signatures", "cluster_raw", "scan", "retrain_filtered",
+        "removal", "evaluate", "summary", "aggregate", "all",
     }  # fmt: skip
 
 
@@ -148,14 +151,16 @@ def planned_jobs(workdir: Path, config: dict) -> set[tuple[str, str]]:
 
 
 PER_SCENARIO = {"poison", "train", "explain", "distances_l2", "distances_gw",
-                "cluster_distances", "cluster_activations", "evaluate"}  # fmt: skip
+                "cluster_distances", "cluster_activations", "cluster_gw_kmeans",
+                "spectral_signatures", "cluster_raw", "scan", "retrain_filtered", "removal",
+                "evaluate"}  # fmt: skip
 
 
 @pytest.mark.slow
 def test_attack_change_reruns_only_that_scenario(finished_run: Path) -> None:
     changed = {**TINY, "scenarios": {"tiny": {**TINY["scenarios"]["tiny"], "poison_rate": 0.25}}}
     jobs = planned_jobs(finished_run, changed)
-    assert {rule for rule, _ in jobs} == PER_SCENARIO | {"summary", "all"}
+    assert {rule for rule, _ in jobs} == PER_SCENARIO | {"summary", "aggregate", "all"}
     assert {sc for rule, sc in jobs if rule in PER_SCENARIO} == {"tiny"}
 
 
@@ -165,4 +170,4 @@ def test_added_scenario_runs_only_the_new_one(finished_run: Path) -> None:
     added = {**TINY, "scenarios": {**TINY["scenarios"], "tiny_s2": extra}}
     jobs = planned_jobs(finished_run, added)
     assert {sc for rule, sc in jobs if rule in PER_SCENARIO} == {"tiny_s2"}
-    assert {rule for rule, _ in jobs} == PER_SCENARIO | {"summary", "all"}
+    assert {rule for rule, _ in jobs} == PER_SCENARIO | {"summary", "aggregate", "all"}

@@ -1,68 +1,355 @@
-"""``gw STORE``: time POT's exact and entropic GW on pairs of heatmaps of a store.
+"""``gw``: GW solvers on heatmap pairs, the tiled Dask run, the sparse kNN mode, detection.
 
-Reports how close each loss comes to that of the independent coupling ``p q^T``
-(a ratio near 1 means the plan collapsed).
+Modes (``--mode``), one JSON line per configuration:
+
+``pairs`` (default)
+    For each support (``--support``) and epsilon (``--epsilon``): our batched solver on
+    ``--pairs`` random pairs, POT's per-pair ``entropic_gromov_wasserstein2`` and exact
+    ``gromov_wasserstein2`` on the first ``--pot-pairs`` of them, and POT's
+    ``ot.batch.solve_gromov_batch`` (if installed; ``max_iter=50, tol=0``: its default
+    ``tol`` stops after one iteration) on the same pairs. Reports pairs per second,
+    ``speedup`` = ours / POT entropic, ``max_rel_err`` of ours against POT entropic,
+    ``spearman_vs_exact`` (rank correlation of ours with exact GW) and
+    ``projected_s_n2000`` (the full matrix of 2000 heatmaps at our rate, same machine).
+``dask``
+    The full tiled matrix of ``--n`` heatmaps through :func:`gw_distance_matrix` on a
+    LocalCluster of ``--workers`` single-threaded workers.
+``knn``
+    The sparse kNN matrix against the full one (both through Dask): seconds, pairs,
+    recall of the exact ``--k``-NN graph.
+``detect``
+    Detection quality of SpRAy (kNN affinity, 2 clusters, smaller cluster flagged) on the
+    GW matrix of ``--n`` heatmaps with ground truth, per ``--configs`` entry
+    ``solver:support:epsilon``.
+
+Supports: ``full`` (every pixel), ``poolK`` (sum-pooled to a K x K grid: ``pool16`` is
+a 32x32 heatmap sum-pooled by 2), ``massX`` (the most relevant pixels holding the share X
+of the mass), combinable with ``+`` (``pool8+mass0.99``). Heatmaps: ``--store`` (a zarr
+group with ``heatmaps``, or an explanation store: its target class) or ``--synthetic``
+(32x32: 2-4 Gaussian blobs plus 2 % noise; a quarter add a 3x3 corner patch holding
+30-60 % of the mass).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import re
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zarr
 
-from poisonscan import distances, explain
+from poisonscan import distances
 
-__all__ = ["add_parser", "compare_gw_solvers"]
+__all__ = ["add_parser", "parse_support", "synthetic_heatmaps"]
+
+N_REF = 2000
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("gw", help="time exact and entropic GW on heatmap pairs")
-    p.add_argument("store", type=Path, help="an explanation store (explain.zarr)")
-    p.add_argument("--epsilons", default="0,0.1,0.05,0.01")
-    p.add_argument("--pool", type=int, default=4)
-    p.add_argument("--mass", type=float, default=0.99)
-    p.add_argument("--pairs", type=int, default=20)
+    p = sub.add_parser("gw", help="GW solvers, tiled Dask run, sparse kNN mode, detection")
+    p.add_argument("--mode", choices=["pairs", "dask", "knn", "detect"], default="pairs")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--store", type=Path, help="zarr group with heatmaps, or explain.zarr")
+    src.add_argument("--synthetic", action="store_true", help="synthetic heatmaps (default)")
+    p.add_argument("--n", type=int, default=48, help="number of heatmaps")
+    p.add_argument("--pairs", type=int, default=32, help="pairs mode: pairs for our solver")
+    p.add_argument("--pot-pairs", type=int, default=None,
+                   help="pairs for POT (default: 6 on the full grid, else --pairs)")  # fmt: skip
+    p.add_argument("--support", default="full,pool16,mass0.5")
+    p.add_argument("--epsilon", default="0.05", help="comma-separated")
+    p.add_argument("--metric", default="sqeuclidean", choices=["sqeuclidean", "euclidean"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--threads", type=int, default=1, help="torch/BLAS threads in this process")
+    p.add_argument("--no-exact", action="store_true", help="skip POT's exact solver")
+    p.add_argument("--no-ot-batch", action="store_true", help="skip ot.batch")
+    p.add_argument("--workers", type=int, default=2, help="dask/knn/detect: Dask workers")
+    p.add_argument("--tile", type=int, default=64)
+    p.add_argument("--k", type=int, default=10, help="knn/detect: neighbours")
+    p.add_argument("--candidates", type=int, default=20)
+    p.add_argument("--refine", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--bound", default="slb", choices=list(distances.BOUNDS))
+    p.add_argument("--configs", default="pot_exact:pool8+mass0.99:0,batched:pool8+mass0.99:0.005",
+                   help="detect: solver:support:epsilon, comma-separated")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_run)
 
 
-def _run(args: argparse.Namespace) -> list[dict[str, float | int | None]]:
-    eps = [float(e) for e in args.epsilons.split(",")]
-    return compare_gw_solvers(args.store, eps, args.pool, args.mass, args.pairs)
+def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    hm, poison = _heatmaps(args)
+    with _threads(args.threads):
+        if args.mode == "pairs":
+            return pairs_rows(hm, args)
+        if args.mode == "dask":
+            return [dask_row(hm, args)]
+        if args.mode == "knn":
+            return [knn_row(hm, args)]
+        return detect_rows(hm, poison, args)
 
 
-def compare_gw_solvers(
-    store: Path, epsilons: list[float], pool: int, mass: float | None, n_pairs: int
-) -> list[dict[str, float | int | None]]:
-    """Seconds per pair and collapse ratio of GW per epsilon (0 = exact) on random pairs."""
-    import ot
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    import torch
+    from threadpoolctl import threadpool_limits
 
-    hm = explain.read_explanations(store)["heatmaps"]
-    rng = np.random.default_rng(0)
-    pairs = [tuple(rng.choice(len(hm), size=2, replace=False)) for _ in range(n_pairs)]
-    spaces = {
-        i: distances.heatmap_to_mm_space(hm[i], pool=pool, mass=mass)
-        for pair in pairs for i in pair
-    }  # fmt: skip
-    independent = [
-        float(ot.gromov.gwloss(*ot.gromov.init_matrix(
-            spaces[i].cost, spaces[j].cost, spaces[i].weights, spaces[j].weights
-        ), np.outer(spaces[i].weights, spaces[j].weights)))
-        for i, j in pairs
-    ]  # fmt: skip
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        with threadpool_limits(n):
+            yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def synthetic_heatmaps(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(heatmaps (n, size, size) float32, poison (n,) bool)``; see the module docstring."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    maps, poison = [], np.zeros(n, dtype=bool)
+    poison[rng.permutation(n)[: n // 4]] = True
+    for k in range(n):
+        h = np.zeros((size, size))
+        for _ in range(rng.integers(2, 5)):
+            cy, cx = rng.uniform(2, size - 2, 2)
+            h += rng.uniform(0.3, 1) * np.exp(
+                -((yy - cy) ** 2 + (xx - cx) ** 2) / rng.uniform(4, 40)
+            )
+        h /= h.sum()
+        h = 0.98 * h + 0.02 * rng.random((size, size)) / (0.5 * size * size)
+        if poison[k]:
+            share = rng.uniform(0.3, 0.6)
+            h = (1 - share) * h / h.sum()
+            h[size - 5 : size - 2, size - 5 : size - 2] += share / 9
+        maps.append(h / h.sum())
+    return np.stack(maps).astype(np.float32), poison
+
+
+def _heatmaps(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray | None]:
+    if args.store is None:
+        return synthetic_heatmaps(args.n, seed=args.seed)
+    from poisonscan.steps.distances import heatmap_group
+
+    group = zarr.open_group(heatmap_group(args.store), mode="r")
+    total = group["heatmaps"].shape[0]
+    rng = np.random.default_rng(args.seed)
+    idx = np.sort(rng.choice(total, size=min(args.n, total), replace=False))
+    hm = group["heatmaps"].get_orthogonal_selection((idx,))
+    poison = group["poison"][...][idx].astype(bool) if "poison" in group else None
+    return np.asarray(hm, dtype=np.float32), poison
+
+
+def parse_support(spec: str, size: int) -> tuple[int, float | None]:
+    """``"full"``, ``"poolK"``, ``"massX"`` or ``"poolK+massX"`` -> ``(pool, mass)``."""
+    pool, mass = 1, None
+    for token in spec.split("+"):
+        if token == "full":
+            continue
+        if m := re.fullmatch(r"pool(\d+)", token):
+            side = int(m.group(1))
+            if side < 1 or size % side:
+                raise ValueError(f"support {spec!r}: a {side}x{side} grid does not divide {size}")
+            pool = size // side
+        elif m := re.fullmatch(r"mass(0?\.\d+|1(\.0*)?)", token):
+            mass = float(m.group(1))
+        else:
+            raise ValueError(f"unknown support {spec!r}; use full, poolK, massX or poolK+massX")
+    return pool, mass
+
+
+def _random_pairs(n: int, count: int, seed: int) -> list[tuple[int, int]]:
+    rng = np.random.default_rng(seed)
+    all_pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    pick = rng.choice(len(all_pairs), size=min(count, len(all_pairs)), replace=False)
+    return [all_pairs[k] for k in pick]
+
+
+def _timed(fn: Any, *a: Any) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn(*a)
+    return out, time.perf_counter() - t0
+
+
+def pairs_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The ``pairs`` mode (see the module docstring)."""
+    from scipy.stats import spearmanr
+
     rows = []
-    for eps in epsilons:
-        params = distances.GWParams(pool=pool, mass=mass, epsilon=eps)
-        t0 = time.perf_counter()
-        values = [distances.gromov_wasserstein(hm[i], hm[j], **params.to_dict()) for i, j in pairs]
-        seconds = (time.perf_counter() - t0) / len(pairs)
-        ratio = np.median(np.array(values) / np.array(independent))
+    pairs = _random_pairs(len(hm), args.pairs, args.seed)
+    for support in args.support.split(","):
+        pool, mass = parse_support(support, hm.shape[1])
+        for eps in (float(e) for e in args.epsilon.split(",")):
+            common = {"pool": pool, "mass": mass, "metric": args.metric}
+            ours_p = distances.GWParams(solver="batched", epsilon=eps, dtype=args.dtype,
+                                        device=args.device, **common)  # fmt: skip
+            pot_p = distances.GWParams(solver="pot_entropic", epsilon=eps, **common)
+            spaces = distances.prepare_spaces(hm, ours_p)
+            distances.solve_pairs(spaces, spaces, pairs[:2], ours_p)  # warm-up
+            ours, t_ours = _timed(distances.solve_pairs, spaces, spaces, pairs, ours_p)
+            n_pot = args.pot_pairs or (6 if pool == 1 and mass is None else len(pairs))
+            sub = pairs[:n_pot]
+            pot_spaces = distances.prepare_spaces(hm, pot_p)
+            pot, t_pot = _timed(distances.solve_pairs, pot_spaces, pot_spaces, sub, pot_p)
+            rel = np.abs(ours[:n_pot] - pot) / pot
+            row: dict[str, Any] = {
+                "mode": "pairs", "n": len(hm), "pairs": len(pairs), "pot_pairs": n_pot,
+                "support": support, "mean_support_size": round(float(np.mean(
+                    [s.weights.size for s in spaces])), 1),
+                "metric": args.metric, "epsilon": eps, "device": args.device,
+                "dtype": args.dtype, "threads": args.threads,
+                "pot_pairs_per_s": round(n_pot / t_pot, 3),
+                "ours_pairs_per_s": round(len(pairs) / t_ours, 3),
+                "speedup": round((len(pairs) / t_ours) / (n_pot / t_pot), 2),
+                "max_rel_err": float(f"{rel.max():.3g}"),
+                "median_rel_err": float(f"{np.median(rel):.3g}"),
+            }  # fmt: skip
+            if not args.no_exact:
+                ex_p = distances.GWParams(solver="pot_exact", **common)
+                exact, t_ex = _timed(distances.solve_pairs, pot_spaces, pot_spaces, sub, ex_p)
+                row["pot_exact_pairs_per_s"] = round(n_pot / t_ex, 3)
+                row["spearman_vs_exact"] = round(float(spearmanr(ours[:n_pot], exact)[0]), 3)
+                row["median_ours_over_exact"] = round(float(np.median(ours[:n_pot] / exact)), 3)
+            if not args.no_ot_batch:
+                row.update(_ot_batch(pot_spaces, sub, eps, pot))
+            row["projected_s_n2000"] = round(N_REF * (N_REF - 1) / 2 * t_ours / len(pairs))
+            rows.append(row)
+    return rows
+
+
+def _ot_batch(spaces: list[Any], pairs: list[tuple[int, int]], eps: float, pot: np.ndarray):
+    """POT's batched GW (proximal point, dense costs) on the same pairs, padded to one size."""
+    try:
+        from ot.batch import solve_gromov_batch
+    except ImportError:
+        return {"ot_batch_pairs_per_s": None}
+    sizes = {spaces[k].weights.size for pair in pairs for k in pair}
+    if len(sizes) > 1:  # its log-domain solver takes no zero-mass padding (NaN)
+        return {"ot_batch_pairs_per_s": None, "ot_batch_median_over_pot": None}
+    n = sizes.pop()
+
+    def pad(ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        c = np.zeros((len(ids), n, n))
+        w = np.zeros((len(ids), n))
+        for k, i in enumerate(ids):
+            m = spaces[i].weights.size
+            c[k, :m, :m], w[k, :m] = spaces[i].cost, spaces[i].weights
+        return c, w
+
+    ca, a = pad([i for i, _ in pairs])
+    cb, b = pad([j for _, j in pairs])
+    t0 = time.perf_counter()
+    res = solve_gromov_batch(ca, cb, reg=eps, a=a, b=b, loss="sqeuclidean",
+                             max_iter=50, tol=0.0)  # fmt: skip
+    secs = time.perf_counter() - t0
+    value = np.asarray(res.value_quad, dtype=np.float64).ravel()
+    # ot.batch's quadratic loss halves POT's square-loss energy or not, depending on
+    # the version: report its ratio to POT's entropic value instead of an error
+    return {
+        "ot_batch_pairs_per_s": round(len(pairs) / secs, 3),
+        "ot_batch_median_over_pot": round(float(np.median(value / pot)), 3),
+    }
+
+
+def _params_from_args(args: argparse.Namespace, eps: float, support: str, n_size: int):
+    pool, mass = parse_support(support, n_size)
+    solver = "batched" if eps > 0 else "pot_exact"
+    extra = {"dtype": args.dtype, "device": args.device} if solver == "batched" else {}
+    return distances.GWParams(solver=solver, pool=pool, mass=mass, metric=args.metric,
+                              epsilon=eps, **extra)  # fmt: skip
+
+
+def _write_group(tmp: str, hm: np.ndarray) -> str:
+    path = str(Path(tmp) / "heatmaps.zarr")
+    zarr.open_group(path, mode="w").create_array("heatmaps", data=hm, chunks=(64, *hm.shape[1:]))
+    return path
+
+
+def _dask_matrix(hm: np.ndarray, params: Any, args: argparse.Namespace, tmp: str):
+    from poisonscan.parallel import dask_client
+
+    src = _write_group(tmp, hm)
+    out = str(Path(tmp) / f"gw_{time.monotonic_ns()}.zarr")
+    with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
+        client.run(lambda: None)  # workers up before the clock starts
+        return _timed(distances.gw_distance_matrix, src, out, params, client, args.tile)
+
+
+def dask_row(hm: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """The ``dask`` mode: seconds of the full tiled matrix."""
+    support = args.support.split(",")[0]
+    eps = float(args.epsilon.split(",")[0])
+    params = _params_from_args(args, eps, support, hm.shape[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        _, secs = _dask_matrix(hm, params, args, tmp)
+    n_pairs = len(hm) * (len(hm) - 1) // 2
+    return {
+        "mode": "dask", "n": len(hm), "pairs": n_pairs, "support": support, "epsilon": eps,
+        "solver": params.solver, "workers": args.workers, "tile": args.tile,
+        "seconds": round(secs, 1), "pairs_per_s": round(n_pairs / secs, 2),
+        "projected_s_n2000": round(N_REF * (N_REF - 1) / 2 * secs / n_pairs),
+    }  # fmt: skip
+
+
+def knn_row(hm: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    """The ``knn`` mode: sparse kNN matrix against the full one."""
+    from poisonscan.parallel import dask_client
+
+    support = args.support.split(",")[0]
+    eps = float(args.epsilon.split(",")[0])
+    params = _params_from_args(args, eps, support, hm.shape[1])
+    knn = distances.KNNParams(
+        n_neighbors=args.k, candidates=args.candidates, refine=args.refine,
+        max_rounds=args.rounds, bound=args.bound,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        full, t_full = _dask_matrix(hm, params, args, tmp)
+        src = _write_group(tmp, hm)
+        with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
+            client.run(lambda: None)
+            (sparse, info), t_knn = _timed(distances.gw_knn_matrix, src, params, knn, client)
+    n_pairs = len(hm) * (len(hm) - 1) // 2
+    return {
+        "mode": "knn", "n": len(hm), "support": support, "epsilon": eps, "k": args.k,
+        "bound": args.bound, "candidates": args.candidates, "refine": args.refine,
+        "rounds": info["rounds"], "pairs_full": n_pairs, "pairs_knn": info["pairs"],
+        "fraction": round(info["fraction"], 4), "seconds_full": round(t_full, 1),
+        "seconds_knn": round(t_knn, 1), "seconds_bound": round(info["seconds_bound"], 2),
+        "speedup": round(t_full / t_knn, 2),
+        "recall": round(distances.knn_recall(full, sparse, args.k), 4),
+    }  # fmt: skip
+
+
+def detect_rows(
+    hm: np.ndarray, poison: np.ndarray | None, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """The ``detect`` mode: SpRAy detection quality per GW configuration."""
+    from poisonscan import clustering, evaluate
+
+    if poison is None:
+        raise ValueError("--mode detect needs ground truth: a store with 'poison', or --synthetic")
+    rows = []
+    for spec in args.configs.split(","):
+        solver, support, eps_text = spec.split(":")
+        pool, mass = parse_support(support, hm.shape[1])
+        extra = {"dtype": args.dtype, "device": args.device} if solver == "batched" else {}
+        params = distances.GWParams(solver=solver, pool=pool, mass=mass, metric=args.metric,
+                                    epsilon=float(eps_text), **extra)  # fmt: skip
+        with tempfile.TemporaryDirectory() as tmp:
+            d, secs = _dask_matrix(hm, params, args, tmp)
+        est = clustering.SpectralRelevanceAnalysis(n_neighbors=args.k, n_clusters=2).fit(d)
+        flagged = clustering.smaller_cluster(est.labels_)
+        m = evaluate.detection_metrics(flagged, poison)
         rows.append({
-            "epsilon": eps, "pool": pool, "mass": mass, "pairs": len(pairs),
-            "mean_support": round(float(np.mean([len(s.weights) for s in spaces.values()])), 1),
-            "s_per_pair": round(seconds, 5),
-            "median_loss_over_independent": round(float(ratio), 3),
+            "mode": "detect", "n": len(hm), "n_poison": int(poison.sum()), "solver": solver,
+            "support": support, "metric": args.metric, "epsilon": float(eps_text),
+            "seconds": round(secs, 1), "tpr": round(float(m["tpr"]), 3),
+            "tnr": round(float(m["tnr"]), 3), "f1": round(float(m["f1"]), 3),
+            "projected_s_n2000": round(N_REF * (N_REF - 1) / len(hm) / (len(hm) - 1) * secs),
         })  # fmt: skip
     return rows

@@ -15,14 +15,40 @@ from poisonscan.parallel import dask_client
 from poisonscan.steps.common import PathLike, log
 from poisonscan.storage import atomic_path
 
+GW_MODES = ("full", "knn")
+
+
+def heatmap_group(explanations: PathLike) -> str:
+    """Path of the zarr group holding ``heatmaps``: ``explanations`` itself if it holds
+    them (a class group), else the target class group of an explanation store."""
+    if "heatmaps" in zarr.open_group(str(explanations), mode="r"):
+        return str(explanations)
+    from poisonscan.explain.store import class_group_path
+
+    return class_group_path(explanations)
+
 
 def distances_euclidean(explanations: PathLike, out: PathLike) -> None:
-    """Euclidean distance matrix of the flattened heatmaps."""
-    hm = zarr.open_group(str(explanations), mode="r")["heatmaps"][...]
+    """Euclidean distance matrix of the flattened heatmaps.
+
+    ``explanations``: a zarr group holding ``heatmaps`` (n, H, W), or an explanation
+    store (then its target class group is used).
+    """
+    hm = zarr.open_group(heatmap_group(explanations), mode="r")["heatmaps"][...]
     d = distances.euclidean_distances(hm)
     with atomic_path(out) as tmp:
         distances.write_distance_store(str(tmp), d, {"method": "euclidean"})
     log.info("euclidean distances of %d heatmaps written", len(d))
+
+
+def _split_gw_config(params: Mapping[str, Any]) -> tuple[int, str, dict[str, Any], Any]:
+    cfg = dict(params)
+    tile = int(cfg.pop("tile"))
+    mode = cfg.pop("mode", "full")
+    if mode not in GW_MODES:
+        raise ValueError(f"distances.gw.mode must be one of {GW_MODES}, got {mode!r}")
+    knn = distances.KNNParams.from_config(cfg.pop("knn", None))
+    return tile, mode, knn.to_dict(), distances.GWParams.from_config(cfg)
 
 
 def distances_gw(
@@ -33,17 +59,37 @@ def distances_gw(
     threads: int = 1,
     performance_report: PathLike | None = None,
 ) -> None:
-    """GW distance matrix over a Dask cluster, resumable across interruptions.
+    """GW distance matrix over a Dask cluster.
 
-    Tiles are written to ``out + ".partial"`` (not a declared output, so
-    Snakemake keeps it when the job fails) and the store is moved to ``out``
-    once complete; a rerun resumes from the finished tiles.
+    ``explanations``: a zarr group holding ``heatmaps`` (n, H, W), or an explanation
+    store (then its target class group is used). ``params`` is the ``distances.gw``
+    config section: the fields of :class:`~poisonscan.distances.GWParams` plus
+    ``tile``, ``mode`` and ``knn``.
+
+    ``mode="full"``: every pair; tiles are written to ``out + ".partial"`` (not a
+    declared output, so Snakemake keeps it when the job fails) and the store is
+    moved to ``out`` once complete; a rerun resumes from the finished tiles.
+    ``mode="knn"``: only the pairs needed for the kNN graph
+    (:func:`~poisonscan.distances.gw_knn_matrix`); the others are ``+inf`` in the
+    store (a consumer must read ``+inf`` as "not a neighbour"). Not resumable.
     """
     from distributed import performance_report as dask_report
 
-    cfg = dict(params)
-    tile = int(cfg.pop("tile"))
-    gw = distances.GWParams.from_config(cfg)
+    tile, mode, knn, gw = _split_gw_config(params)
+    group = heatmap_group(explanations)
+    report = str(performance_report) if performance_report else os.devnull
+    if mode == "knn":
+        knn_params = distances.KNNParams.from_config(knn)
+        with dask_client(cluster, n_workers=threads) as client:
+            log.info("dask cluster: %s", client)
+            with dask_report(filename=report):
+                d, info = distances.gw_knn_matrix(group, gw, knn_params, client, log)
+        attrs = {"method": "gromov_wasserstein_knn", "params": gw.to_dict(), "knn": knn,
+                 "info": info}  # fmt: skip
+        with atomic_path(out) as tmp:
+            distances.write_distance_store(str(tmp), d, attrs, tile=tile)
+        return
+
     work = f"{out}.partial"
     if Path(work).exists():
         attrs = zarr.open_group(work, mode="r").attrs
@@ -53,11 +99,10 @@ def distances_gw(
             shutil.rmtree(work)
         else:
             log.info("resuming from %s", work)
-    report = str(performance_report) if performance_report else os.devnull
     with dask_client(cluster, n_workers=threads) as client:
         log.info("dask cluster: %s", client)
         with dask_report(filename=report):
-            distances.gw_distance_matrix(str(explanations), work, gw, client, tile=tile, log=log)
+            distances.gw_distance_matrix(group, work, gw, client, tile=tile, log=log)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     if Path(out).exists():
         shutil.rmtree(out)

@@ -1,0 +1,80 @@
+"""``python -m poisonscan.bench gw``: one JSON line per configuration (small, fast inputs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from poisonscan import bench
+from poisonscan.bench.gw import parse_support, synthetic_heatmaps
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:
+    bench.main(["gw", *argv])
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def test_pairs_mode_reports_speed_and_agreement(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = run(capsys, "--synthetic", "--n", "8", "--pairs", "4", "--support", "pool8,mass0.5",
+               "--epsilon", "0.05")  # fmt: skip
+    assert [r["support"] for r in rows] == ["pool8", "mass0.5"]
+    for row in rows:
+        assert row["pairs"] == 4 and row["pot_pairs"] == 4 and row["n"] == 8
+        assert row["ours_pairs_per_s"] > 0 and row["pot_pairs_per_s"] > 0
+        assert row["speedup"] == pytest.approx(
+            row["ours_pairs_per_s"] / row["pot_pairs_per_s"], rel=0.01
+        )
+        assert row["max_rel_err"] <= 1e-3
+        assert -1 <= row["spearman_vs_exact"] <= 1
+        assert row["projected_s_n2000"] > 0
+    assert rows[0]["mean_support_size"] == 64.0  # an 8x8 grid
+    assert rows[1]["ot_batch_pairs_per_s"] is None  # padded supports: not comparable
+
+
+def test_detect_and_dask_modes_on_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hm, poison = synthetic_heatmaps(16, seed=1)
+    root = zarr.open_group(str(tmp_path / "explain.zarr"), mode="w")
+    root.attrs["target_class"] = 0  # the explanation store layout: one group per class
+    group = root.create_group("0")
+    group.create_array("heatmaps", data=hm)
+    group.create_array("poison", data=poison)
+    rows = run(capsys, "--mode", "detect", "--store", str(tmp_path / "explain.zarr"), "--n",
+               "16", "--k", "3", "--configs", "pot_exact:pool4+mass0.99:0,batched:pool4:0.02",
+               "--tile", "8")  # fmt: skip
+    assert [r["solver"] for r in rows] == ["pot_exact", "batched"]
+    for row in rows:
+        assert row["n"] == 16 and row["n_poison"] == 4 and 0 <= row["tpr"] <= 1
+    rows = run(capsys, "--mode", "dask", "--synthetic", "--n", "10", "--support", "pool4",
+               "--epsilon", "0.05", "--tile", "4")  # fmt: skip
+    assert rows[0]["pairs"] == 45 and rows[0]["seconds"] > 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("full", (1, None)), ("pool16", (2, None)), ("mass0.5", (1, 0.5)),
+     ("pool8+mass0.99", (4, 0.99))],
+)  # fmt: skip
+def test_parse_support(spec: str, expected: tuple) -> None:
+    assert parse_support(spec, 32) == expected
+
+
+def test_parse_support_rejects_unknown() -> None:
+    with pytest.raises(ValueError, match="unknown support 'top50'"):
+        parse_support("top50", 32)
+    with pytest.raises(ValueError, match="does not divide"):
+        parse_support("pool12", 32)
+
+
+def test_synthetic_heatmaps_are_measures_with_a_poisoned_quarter() -> None:
+    hm, poison = synthetic_heatmaps(20, seed=3)
+    assert hm.shape == (20, 32, 32) and (hm >= 0).all()
+    np.testing.assert_allclose(hm.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+    assert poison.sum() == 5
+    patch = hm[:, 27:30, 27:30].sum(axis=(1, 2))
+    assert patch[poison].min() > patch[~poison].max()

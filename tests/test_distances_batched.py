@@ -1,0 +1,241 @@
+"""The batched torch entropic GW solver against POT's entropic_gromov_wasserstein2."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import ot
+import pytest
+import zarr
+from scipy.spatial.distance import cdist
+
+from poisonscan.clustering import SpectralRelevanceAnalysis
+from poisonscan.distances import (
+    BatchedGWOptions,
+    GWParams,
+    _solvers,
+    _store,
+    batched_entropic_gw,
+    compute_tile,
+    heatmap_support,
+    prepare_spaces,
+    solve_pairs,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny problems: a second thread only spins on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def blob_heatmaps(n: int, size: int = 16, seed: int = 0, patch: float = 0.0) -> np.ndarray:
+    """Gaussian blobs plus noise; ``patch`` > 0 adds a 3x3 corner patch with that mass share."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    maps = []
+    for _ in range(n):
+        h = np.zeros((size, size))
+        for _ in range(rng.integers(2, 4)):
+            cy, cx = rng.uniform(2, size - 2, 2)
+            h += rng.uniform(0.3, 1) * np.exp(
+                -((yy - cy) ** 2 + (xx - cx) ** 2) / rng.uniform(2, 8)
+            )
+        h = h / h.sum() + 0.02 * rng.random((size, size)) / size**2
+        h /= h.sum()
+        if patch:
+            h = (1 - patch) * h
+            h[size - 4 : size - 1, size - 4 : size - 1] += patch / 9
+        maps.append(h)
+    return np.stack(maps)
+
+
+def two_groups(n_clean: int, n_patch: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    """One broad blob each; the last ``n_patch`` put 60 % of their mass on a corner patch."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    corners = [(0, 0), (0, size - 3), (size - 3, 0), (size - 3, size - 3)]
+    maps = []
+    for k in range(n_clean + n_patch):
+        cy, cx = rng.uniform(5, size - 5, 2)
+        h = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / rng.uniform(8, 14))
+        h = h / h.sum() + 0.05 * rng.random((size, size)) / size**2
+        h /= h.sum()
+        if k >= n_clean:
+            r, c = corners[k % 4]
+            h *= 0.4
+            h[r : r + 3, c : c + 3] += 0.6 / 9
+        maps.append(h)
+    return np.stack(maps)
+
+
+def pack(clouds: list[tuple[np.ndarray, np.ndarray]], size: int | None = None):
+    size = size or max(len(w) for _, w in clouds)
+    x = np.zeros((len(clouds), size, 2))
+    p = np.zeros((len(clouds), size))
+    for k, (c, w) in enumerate(clouds):
+        x[k, : len(w)], p[k, : len(w)] = c, w
+    return x, p
+
+
+def pot_entropic(c1, c2, metric: str, eps: float) -> float:
+    (x1, p1), (x2, p2) = c1, c2
+    return float(
+        ot.gromov.entropic_gromov_wasserstein2(
+            cdist(x1, x1, metric), cdist(x2, x2, metric), p1, p2, "square_loss",
+            epsilon=eps, max_iter=1000, tol=1e-9,
+        )
+    )  # fmt: skip
+
+
+F64 = {"dtype": "float64", "rtol": 0.0, "tol": 1e-9, "inner_tol": 1e-9}
+F32 = {"dtype": "float32", "rtol": 1e-4, "inner_tol": 1e-6}
+
+
+@pytest.mark.parametrize(
+    ("metric", "pool", "mass", "eps", "opts", "bound"),
+    [
+        ("sqeuclidean", 2, None, 0.05, F64, 1e-5),  # low rank, shared full grid
+        ("sqeuclidean", 1, 0.5, 0.01, F64, 1e-5),  # low rank, padded top-mass supports
+        ("euclidean", 2, None, 0.05, F64, 1e-5),  # dense, one shared cost matrix
+        ("euclidean", 1, 0.5, 0.02, F64, 1e-5),  # dense, padded per-pair costs
+        ("sqeuclidean", 2, None, 0.01, F32, 1e-3),
+        ("euclidean", 1, 0.5, 0.05, F32, 1e-3),
+    ],
+)
+def test_batched_equals_pot_entropic(metric, pool, mass, eps, opts, bound) -> None:
+    hm = np.concatenate([blob_heatmaps(5, seed=1), blob_heatmaps(3, seed=2, patch=0.4)])
+    clouds = [heatmap_support(h, pool, mass) for h in hm]
+    pairs = [(0, 1), (2, 5), (3, 6), (5, 7), (4, 0)]
+    x1, p1 = pack([clouds[i] for i, _ in pairs])
+    x2, p2 = pack([clouds[j] for _, j in pairs])
+    ours, info = batched_entropic_gw(
+        x1, p1, x2, p2, BatchedGWOptions(epsilon=eps, **opts), metric=metric, return_info=True
+    )
+    pot = np.array([pot_entropic(clouds[i], clouds[j], metric, eps) for i, j in pairs])
+    assert info["converged"].all()
+    assert np.max(np.abs(ours - pot) / pot) <= bound
+
+
+def test_padding_and_batch_company_do_not_change_values() -> None:
+    hm = blob_heatmaps(4, seed=3)
+    clouds = [heatmap_support(h, 1, 0.5) for h in hm]
+    opts = BatchedGWOptions(epsilon=0.02, **F64)
+    x1, p1 = pack([clouds[0]])
+    x2, p2 = pack([clouds[1]])
+    alone = batched_entropic_gw(x1, p1, x2, p2, opts)[0]
+    # the same pair padded by 40 zero-mass points at arbitrary places
+    rng = np.random.default_rng(0)
+    xp1, pp1 = pack([clouds[0]], size=len(clouds[0][1]) + 40)
+    xp2, pp2 = pack([clouds[1]], size=len(clouds[1][1]) + 40)
+    xp1[0, len(clouds[0][1]) :] = rng.random((40, 2))
+    xp2[0, len(clouds[1][1]) :] = rng.random((40, 2))
+    padded = batched_entropic_gw(xp1, pp1, xp2, pp2, opts)[0]
+    # and in a batch with pairs of other sizes
+    xb1, pb1 = pack([clouds[2], clouds[0], clouds[3]])
+    xb2, pb2 = pack([clouds[3], clouds[1], clouds[2]])
+    batch = batched_entropic_gw(xb1, pb1, xb2, pb2, opts)
+    assert padded == pytest.approx(alone, rel=1e-9)
+    assert batch[1] == pytest.approx(alone, rel=1e-9)
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "euclidean"])
+def test_batched_is_symmetric(metric: str) -> None:
+    clouds = [heatmap_support(h, 2, None) for h in blob_heatmaps(6, seed=4)]
+    a, b = [clouds[i] for i in (0, 2, 4)], [clouds[i] for i in (1, 3, 5)]
+    opts = BatchedGWOptions(epsilon=0.02, dtype="float64", rtol=1e-9, inner_tol=1e-10)
+    ab = batched_entropic_gw(*pack(a), *pack(b), opts, metric=metric)
+    ba = batched_entropic_gw(*pack(b), *pack(a), opts, metric=metric)
+    np.testing.assert_allclose(ab, ba, rtol=1e-7)
+
+
+def test_spectral_labels_equal_from_pot_and_batched_matrices() -> None:
+    hm = two_groups(9, 5)
+    pairs = [(i, j) for i in range(len(hm)) for j in range(i + 1, len(hm))]
+    mats = {}
+    for solver in ("pot_entropic", "batched"):
+        params = GWParams(solver=solver, pool=2, mass=0.7, epsilon=0.05)
+        spaces = prepare_spaces(hm, params)
+        d = np.zeros((len(hm), len(hm)))
+        d[tuple(np.array(pairs).T)] = solve_pairs(spaces, spaces, pairs, params)
+        mats[solver] = d + d.T
+    off = ~np.eye(len(hm), dtype=bool)
+    rel = np.abs(mats["batched"] - mats["pot_entropic"])[off] / mats["pot_entropic"][off]
+    assert rel.max() <= 1e-3
+    labels = {
+        k: SpectralRelevanceAnalysis(n_neighbors=4, n_clusters=2).fit(d).labels_
+        for k, d in mats.items()
+    }
+    np.testing.assert_array_equal(labels["batched"], labels["pot_entropic"])
+    # the constructed groups are found (up to the label names)
+    truth = np.r_[np.zeros(9), np.ones(5)]
+    agree = np.mean(labels["batched"] == truth)
+    assert max(agree, 1 - agree) == 1.0
+
+
+def test_compute_tile_with_batched_solver_and_empty_heatmap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    hm = blob_heatmaps(7, seed=8).astype(np.float32)
+    hm[5] = 0.0  # no relevance: the uniform measure, with a warning
+    src = str(tmp_path / "group.zarr")
+    zarr.open_group(src, mode="w").create_array("heatmaps", data=hm, chunks=(2, 16, 16))
+    out = str(tmp_path / "gw.zarr")
+    params = GWParams(solver="batched", pool=2, mass=0.9, epsilon=0.02, batch_mb=0.05)
+    _store.open_or_create(out, 7, 4, {"method": "gromov_wasserstein", "params": params.to_dict()})
+    with caplog.at_level(logging.WARNING, logger="poisonscan.distances"):
+        assert compute_tile(src, out, 0, 1, 4, params)[2] == 12
+    assert "uniform measure" in caplog.text
+    block = zarr.open_group(out, mode="r")["distances"][0:4, 4:7]
+    ref = GWParams(solver="pot_entropic", pool=2, mass=0.9, epsilon=0.02)
+    spaces = prepare_spaces(hm, ref)
+    expected = np.array([[_solvers.pot_pair(spaces[i], spaces[j], ref) for j in range(4, 7)]
+                         for i in range(4)])  # fmt: skip
+    assert np.isfinite(block).all() and (block > 0).all()
+    # Pairs with the uniform measure (column 1) sit on a saddle of the GW energy (the grid's
+    # symmetries): both solvers stop there or leave it by round-off, so only the others agree.
+    np.testing.assert_allclose(block[:, [0, 2]], expected[:, [0, 2]], rtol=1e-3)
+
+
+def test_batches_by_size_cover_every_pair_once_within_budget() -> None:
+    rng = np.random.default_rng(0)
+    sizes = [tuple(int(v) for v in rng.integers(5, 300, 2)) for _ in range(200)]
+    budget = 300 * 300 * 3
+    batches = _solvers.batches_by_size(sizes, budget)
+    assert sorted(k for b in batches for k in b) == list(range(200))
+    for b in batches:
+        n = max(sizes[k][0] for k in b)
+        m = max(sizes[k][1] for k in b)
+        assert len(b) == 1 or len(b) * n * m <= budget
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epsilon": 0.0}, "epsilon must be > 0"),
+        ({"epsilon": 0.1, "dtype": "half"}, "dtype"),
+        ({"epsilon": 0.1, "max_iter": 0}, "max_iter"),
+        ({"epsilon": 0.1, "rtol": -1.0}, "rtol"),
+    ],
+)
+def test_batched_options_reject_bad_values(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        BatchedGWOptions(**kwargs)
+
+
+def test_batched_rejects_bad_shapes_and_metric() -> None:
+    x, p = np.zeros((2, 5, 2)), np.full((2, 5), 0.2)
+    opts = BatchedGWOptions(epsilon=0.1)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        batched_entropic_gw(x, p, x, p, opts, metric="cityblock")
+    with pytest.raises(ValueError, match=r"expected x1 \(B, N, d\)"):
+        batched_entropic_gw(x, p[:, :4], x, p, opts)
+    with pytest.raises(ValueError, match="batch or dimension mismatch"):
+        batched_entropic_gw(x, p, x[:1], p[:1], opts)

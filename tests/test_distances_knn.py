@@ -1,0 +1,167 @@
+"""Sparse kNN mode: the second lower bound, candidate rounds, +inf for unsolved pairs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import ot
+import pytest
+import zarr
+
+from poisonscan import steps
+from poisonscan.distances import (
+    GWParams,
+    KNNParams,
+    distance_quantiles,
+    gw_knn_matrix,
+    heatmap_to_mm_space,
+    knn_recall,
+    prepare_spaces,
+    read_distance_store,
+    second_lower_bound,
+    solve_pairs,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny problems: a second thread only spins on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def heatmaps(n: int, size: int = 8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h = rng.random((n, size, size)) ** 4
+    h[: n // 3, -3:, -3:] += 0.3  # a corner patch on a third of them
+    return (h / h.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
+
+
+def blob_heatmaps(n: int, size: int = 16, seed: int = 0, patch: float = 0.0) -> np.ndarray:
+    """Gaussian blobs plus noise; ``patch`` > 0 adds a 3x3 corner patch with that mass share."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    maps = []
+    for _ in range(n):
+        h = np.zeros((size, size))
+        for _ in range(rng.integers(2, 4)):
+            cy, cx = rng.uniform(2, size - 2, 2)
+            h += rng.uniform(0.3, 1) * np.exp(
+                -((yy - cy) ** 2 + (xx - cx) ** 2) / rng.uniform(2, 8)
+            )
+        h = h / h.sum() + 0.02 * rng.random((size, size)) / size**2
+        h /= h.sum()
+        if patch:
+            h = (1 - patch) * h
+            h[size - 4 : size - 1, size - 4 : size - 1] += patch / 9
+        maps.append(h)
+    return np.stack(maps)
+
+
+def exact_quantiles(space, levels: np.ndarray) -> np.ndarray:
+    """Quantiles of the law of C(x, x') for x, x' ~ p independently, by brute force."""
+    values = space.cost.ravel()
+    weights = np.outer(space.weights, space.weights).ravel()
+    order = np.argsort(values, kind="stable")
+    cdf = np.cumsum(weights[order])
+    idx = np.minimum(np.searchsorted(cdf, levels * cdf[-1], side="left"), len(values) - 1)
+    return values[order][idx]
+
+
+@pytest.mark.parametrize(
+    ("pool", "mass", "metric"),
+    [(1, None, "euclidean"), (2, 0.8, "sqeuclidean"), (1, 0.5, "euclidean")],
+)
+def test_distance_quantiles_match_brute_force(pool: int, mass, metric: str) -> None:
+    hm = heatmaps(4)
+    params = GWParams(pool=pool, mass=mass, metric=metric)
+    q = distance_quantiles(hm, params, n_quantiles=50)
+    levels = (np.arange(50) + 0.5) / 50
+    for k, h in enumerate(hm):
+        space = heatmap_to_mm_space(h, pool=pool, mass=mass, metric=metric)
+        np.testing.assert_allclose(q[k], exact_quantiles(space, levels), atol=1e-9)
+
+
+def test_second_lower_bound_is_below_gw() -> None:
+    hm = heatmaps(8, seed=1)
+    params = GWParams(pool=1, mass=None)
+    slb = second_lower_bound(distance_quantiles(hm, params, 512))
+    assert np.allclose(slb, slb.T) and np.all(np.diag(slb) == 0)
+    spaces = prepare_spaces(hm, params)
+    for i, j in [(0, 1), (2, 5), (3, 7), (4, 6)]:
+        s1, s2 = spaces[i], spaces[j]
+        exact = ot.gromov.gromov_wasserstein2(s1.cost, s2.cost, s1.weights, s2.weights)
+        # a lower bound of every plan's energy (midpoint rule: 1 % slack)
+        assert 0 < slb[i, j] <= 1.01 * exact
+
+
+def test_knn_recall_counts_shared_neighbours() -> None:
+    exact = np.array([[0, 1, 2, 3], [1, 0, 4, 5], [2, 4, 0, 6], [3, 5, 6, 0]], float)
+    assert knn_recall(exact, exact, 2) == 1.0
+    sparse = exact.copy()
+    sparse[0, 1] = sparse[1, 0] = math.inf  # 0 and 1 lose each other
+    assert knn_recall(exact, sparse, 1) == pytest.approx(0.5)
+
+
+def write_group(path: Path, hm: np.ndarray) -> str:
+    zarr.open_group(str(path), mode="w").create_array("heatmaps", data=hm)
+    return str(path)
+
+
+def test_gw_knn_matrix_recovers_the_exact_graph(tmp_path: Path) -> None:
+    hm = np.concatenate([blob_heatmaps(28, seed=1), blob_heatmaps(12, seed=2, patch=0.4)])
+    n = len(hm)
+    src = write_group(tmp_path / "group.zarr", hm.astype(np.float32))
+    params = GWParams(solver="batched", pool=2, mass=None, epsilon=0.02)
+    spaces = prepare_spaces(hm.astype(np.float32), params)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    full = np.zeros((n, n))
+    full[tuple(np.array(pairs).T)] = solve_pairs(spaces, spaces, pairs, params)
+    full += full.T
+
+    knn = KNNParams(n_neighbors=3, candidates=5, refine=2, max_rounds=3, pairs_per_task=64)
+    d, info = gw_knn_matrix(src, params, knn)
+    assert np.array_equal(d, d.T) and np.all(np.diag(d) == 0)
+    solved = np.isfinite(d) & ~np.eye(n, dtype=bool)
+    assert info["pairs"] == solved.sum() // 2 and info["fraction"] < 0.6
+    # float32 values depend on the batch company within the solver's tolerance (rtol 1e-4)
+    np.testing.assert_allclose(d[solved], full[solved], rtol=1e-3)
+    assert knn_recall(full, d, 3) >= 0.95
+
+    # round 0 only: the Euclidean ranking alone finds fewer of the neighbours
+    d0, info0 = gw_knn_matrix(src, params, KNNParams(n_neighbors=3, candidates=5,
+                                                     bound="euclidean", max_rounds=0))  # fmt: skip
+    assert info0["rounds"] == 0 and info0["pairs"] < info["pairs"]
+    assert knn_recall(full, d0, 3) < knn_recall(full, d, 3)
+
+
+def test_knn_params_validation() -> None:
+    assert KNNParams.from_config({}) == KNNParams()
+    with pytest.raises(ValueError, match=r"unknown knn parameter\(s\) \['k'\]"):
+        KNNParams.from_config({"k": 3})
+    with pytest.raises(ValueError, match="knn.bound must be one of"):
+        KNNParams(bound="tlb")
+    with pytest.raises(ValueError, match="knn.candidates"):
+        KNNParams(candidates=0)
+
+
+def test_step_knn_mode_writes_a_store_with_inf(tmp_path: Path) -> None:
+    hm = heatmaps(12, seed=3)
+    src = write_group(tmp_path / "group.zarr", hm)
+    out = tmp_path / "gw.zarr"
+    knn = {"n_neighbors": 2, "candidates": 3, "refine": 1, "max_rounds": 1}
+    params = {"solver": "batched", "pool": 2, "mass": None, "epsilon": 0.05, "tile": 8,
+              "mode": "knn", "knn": knn}  # fmt: skip
+    steps.distances_gw(src, out, params, {"cluster": "local"}, threads=1)
+    d = read_distance_store(str(out))
+    assert d.shape == (12, 12) and np.isinf(d).any()
+    attrs = zarr.open_group(str(out), mode="r").attrs
+    assert attrs["method"] == "gromov_wasserstein_knn" and attrs["knn"]["n_neighbors"] == 2
+    with pytest.raises(ValueError, match=r"distances.gw.mode must be one of \('full', 'knn'\)"):
+        steps.distances_gw(src, out, {**params, "mode": "dense"}, {"cluster": "local"})
