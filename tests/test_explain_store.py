@@ -16,7 +16,7 @@ from torch import nn
 
 from poisonscan import explain, steps, training
 from poisonscan.models import build_model
-from poisonscan.storage import write_dataset
+from poisonscan.storage import StoreError, write_dataset
 from poisonscan.training import Normalization
 
 NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -148,3 +148,21 @@ def test_explain_step_montage_and_the_readers_of_the_target_group(tmp_path: Path
     hm = explain.read_explanations(out)["heatmaps"].reshape(6, -1).astype(np.float64)
     assert d.shape == (6, 6)
     np.testing.assert_allclose(d[0, 1], np.linalg.norm(hm[0] - hm[1]), rtol=1e-5)
+
+
+def test_a_damaged_store_is_refused_naming_the_store(tmp_path: Path) -> None:
+    images, labels, poison = training_set()
+    out = tmp_path / "explain.zarr"
+    explain.explain_classes(small_net(), NORM, images, labels, poison, out, PARAMS, target_class=2)
+    # all-False poison chunks are written too, so a lost chunk cannot pass for "clean"
+    chunks = sorted((out / "2" / "poison").rglob("c/*"))
+    assert chunks and all(c.is_file() for c in chunks)
+    chunks[0].unlink()
+    with pytest.raises(StoreError, match=r"explain.zarr/2/poison: only .* chunks present"):
+        explain.read_explanations(out, 2)
+    heat = sorted(p for p in (out / "2" / "heatmaps").rglob("*") if p.is_file() and
+                  p.name != "zarr.json")  # fmt: skip
+    heat[0].write_bytes(b"\x00garbage")
+    with pytest.raises(StoreError, match="corrupted"):
+        steps.distances_euclidean(out / "2", tmp_path / "l2.zarr")
+    assert not (tmp_path / "l2.zarr").exists()

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from poisonscan.storage import create_array, read_array
+
 __all__ = [
     "check_complete",
     "create_store",
@@ -59,7 +61,8 @@ def create_store(out_store: str, n: int, tile: int, attrs: Mapping[str, Any]) ->
     """Create (overwrite) an empty distance store of an n x n matrix in tile x tile chunks."""
     n_t = -(-n // tile)
     group = zarr.open_group(out_store, mode="w", attributes={**attrs, "n": n, "tile": tile})
-    group.create_array(
+    create_array(  # every chunk written, so a lost one is detected on reading
+        group,
         "distances",
         shape=(n, n),
         chunks=(max(1, min(tile, n)),) * 2,
@@ -115,7 +118,7 @@ def check_complete(group: zarr.Group, path: str, tile: int, n: int) -> np.ndarra
             f"distance store {path} is incomplete: {len(missing)} tile(s) not done, "
             f"e.g. {missing[:5]}; rerun the computation to finish it"
         )
-    d = np.asarray(group["distances"][...], dtype=np.float64)
+    d = np.asarray(read_array(group, "distances"), dtype=np.float64)
     if np.isnan(d).any():
         raise RuntimeError(f"distance store {path} contains NaN entries ({np.isnan(d).sum()})")
     if not np.array_equal(d, d.T):

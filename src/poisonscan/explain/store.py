@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from poisonscan.storage import create_array, read_array
+
 __all__ = [
     "GROUP_ARRAYS",
     "class_group_path",
@@ -87,7 +89,7 @@ def read_explanations(store: PathLike, cls: int | None = None) -> dict[str, np.n
     missing = [k for k in GROUP_ARRAYS if k not in group]
     if missing:
         raise ValueError(f"explanation group {path} lacks the arrays {missing}")
-    return {k: group[k][...] for k in GROUP_ARRAYS}
+    return {k: read_array(group, k) for k in GROUP_ARRAYS}
 
 
 def create_class_group(
@@ -102,12 +104,13 @@ def create_class_group(
     """Create the empty group of class ``cls`` with arrays chunked by ``batch`` images."""
     group = root.create_group(str(int(cls)))
     chunk = int(batch)
-    group.create_array("heatmaps", shape=(n, *heatmap_shape), chunks=(chunk, *heatmap_shape),
+    # every chunk written (even all-zero ones), so read_array can tell a damaged store
+    create_array(group, "heatmaps", shape=(n, *heatmap_shape), chunks=(chunk, *heatmap_shape),
                        dtype="float32")  # fmt: skip
-    group.create_array("activations", shape=(n, n_features), chunks=(chunk, n_features),
+    create_array(group, "activations", shape=(n, n_features), chunks=(chunk, n_features),
                        dtype="float32")  # fmt: skip
     for name, dtype in (("index", "int64"), ("label", "int64"), ("prediction", "int64"),
                         ("poison", "bool")):  # fmt: skip
-        group.create_array(name, shape=(n,), chunks=(chunk,), dtype=dtype)
+        create_array(group, name, shape=(n,), chunks=(chunk,), dtype=dtype)
     group.attrs.update({**attrs, "class": int(cls), "n": int(n)})
     return group

@@ -22,7 +22,7 @@ import zarr
 from poisonscan import baselines, clustering, distances, evaluate
 from poisonscan.clustering import decision as rules
 from poisonscan.steps.common import PathLike, log, write_json
-from poisonscan.storage import atomic_path, read_dataset
+from poisonscan.storage import atomic_path, read_array, read_dataset
 
 __all__ = [
     "class_array",
@@ -56,7 +56,7 @@ def class_array(group: PathLike, name: str) -> np.ndarray:
     g = zarr.open_group(str(group), mode="r")
     if name not in g.array_keys():
         raise ValueError(f"{group} has no array {name!r}; it has {sorted(g.array_keys())}")
-    return np.asarray(g[name][...])
+    return read_array(g, name)
 
 
 def write_clusters(

@@ -13,7 +13,7 @@ import zarr
 from poisonscan import distances
 from poisonscan.parallel import dask_client
 from poisonscan.steps.common import PathLike, log
-from poisonscan.storage import atomic_path
+from poisonscan.storage import atomic_path, read_array
 
 GW_MODES = ("full", "knn")
 
@@ -34,7 +34,7 @@ def distances_euclidean(explanations: PathLike, out: PathLike) -> None:
     ``explanations``: a zarr group holding ``heatmaps`` (n, H, W), or an explanation
     store (then its target class group is used).
     """
-    hm = zarr.open_group(heatmap_group(explanations), mode="r")["heatmaps"][...]
+    hm = read_array(heatmap_group(explanations), "heatmaps")
     d = distances.euclidean_distances(hm)
     with atomic_path(out) as tmp:
         distances.write_distance_store(str(tmp), d, {"method": "euclidean"})
