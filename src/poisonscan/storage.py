@@ -39,6 +39,11 @@ import h5py
 import numpy as np
 import zarr
 
+# zarr skips chunks equal to the fill value and reads a missing chunk back as the fill
+# value, so a lost chunk would pass for zeros. This setting is a runtime option, not
+# stored with the array: set it for every array this process opens for writing.
+zarr.config.set({"array.write_empty_chunks": True})
+
 __all__ = [
     "ImageDataset",
     "StoreError",
