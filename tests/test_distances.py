@@ -368,3 +368,12 @@ def test_write_and_read_distance_store(tmp_path: Path) -> None:
         write_distance_store(path, np.zeros((2, 3)))
     with pytest.raises(FileNotFoundError):
         read_distance_store(str(tmp_path / "missing.zarr"))
+
+
+def test_non_finite_heatmaps_are_refused_by_both_distances() -> None:
+    hm = np.random.default_rng(0).random((4, 8, 8))
+    hm[2, 3, 3] = np.nan
+    with pytest.raises(ValueError, match=r"1 heatmap\(s\) contain NaN .* rows \[2\]"):
+        euclidean_distances(hm)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        heatmap_to_mm_space(hm[2])
