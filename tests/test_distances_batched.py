@@ -9,6 +9,7 @@ import numpy as np
 import ot
 import pytest
 import zarr
+from conftest import blob_heatmaps
 from scipy.spatial.distance import cdist
 
 from poisonscan.clustering import SpectralRelevanceAnalysis
@@ -34,27 +35,6 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def blob_heatmaps(n: int, size: int = 16, seed: int = 0, patch: float = 0.0) -> np.ndarray:
-    """Gaussian blobs plus noise; ``patch`` > 0 adds a 3x3 corner patch with that mass share."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size] + 0.5
-    maps = []
-    for _ in range(n):
-        h = np.zeros((size, size))
-        for _ in range(rng.integers(2, 4)):
-            cy, cx = rng.uniform(2, size - 2, 2)
-            h += rng.uniform(0.3, 1) * np.exp(
-                -((yy - cy) ** 2 + (xx - cx) ** 2) / rng.uniform(2, 8)
-            )
-        h = h / h.sum() + 0.02 * rng.random((size, size)) / size**2
-        h /= h.sum()
-        if patch:
-            h = (1 - patch) * h
-            h[size - 4 : size - 1, size - 4 : size - 1] += patch / 9
-        maps.append(h)
-    return np.stack(maps)
 
 
 def two_groups(n_clean: int, n_patch: int, size: int = 16, seed: int = 0) -> np.ndarray:
