@@ -84,3 +84,12 @@ def test_read_array_reports_missing_and_corrupted_chunks(tmp_path: Path) -> None
         read_array(store, "y")
     with pytest.raises(StoreError, match="cannot open array"):
         read_array(tmp_path / "absent.zarr", "x")
+
+
+def test_atomic_path_removes_what_a_killed_attempt_left(tmp_path: Path) -> None:
+    (tmp_path / ".store.zarr.deadbeef.tmp").mkdir()
+    (tmp_path / ".store.zarr.deadbeef.tmp" / "a").write_text("half")
+    (tmp_path / ".other.zarr.deadbeef.tmp").write_text("not ours")
+    with atomic_path(tmp_path / "store.zarr") as tmp:
+        tmp.mkdir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.zarr.deadbeef.tmp", "store.zarr"]

@@ -25,6 +25,7 @@ Distance store (zarr group)
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -97,10 +98,18 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; move it to ``path`` only on success.
 
     Works for files and directories (zarr stores). On any exception the
-    temporary is removed and ``path`` is left untouched.
+    temporary is removed and ``path`` is left untouched; temporaries left by a
+    killed earlier attempt are removed first.
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # A process killed with SIGKILL (or a lost node) cannot clean up: remove the
+    # temporaries such a run left for this output (one writer per output).
+    for stale in final.parent.glob(f".{glob.escape(final.name)}.*.tmp"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink()
     tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp

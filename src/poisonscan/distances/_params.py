@@ -64,12 +64,13 @@ class GWParams:
     -----
     These defaults (POT's exact solver on an 8x8 pooled grid with the 99 %-mass
     support) are also those of ``config/config.yaml``; ``solver="batched",
-    epsilon=0.005`` on the same support detected better at 2.4x the time. Measured with
+    epsilon=0.005`` on the same support detected better at 1.8x the time. Measured with
     ``python -m poisonscan.bench gw --mode detect`` on 300 real GTSRB heatmaps (class 5,
     47 poisoned, SpRAy k=10, 2 clusters, smaller flagged; 2 Dask workers on a shared
     2-core VM): exact TPR 0.872 / TNR 0.881 / F1 0.695 in 168 s; batched eps 0.005 TPR
-    0.872 / TNR 0.972 / F1 0.863 in 411 s; batched eps 0.05 on a 16x16 grid F1 0.864
-    (euclidean, 775 s, TPR 0.809) and 0.678 (sqeuclidean, 85 s). The batched solver is
+    0.872 / TNR 0.976 / F1 0.872 in 311 s; batched eps 0.05 on a 16x16 grid F1 0.864
+    (euclidean, 775 s, TPR 0.809) and 0.678 (sqeuclidean, 85 s; both measured with an
+    inner tolerance factor of 0.1, since reverted to 0.01). The batched solver is
     15-30x faster than POT's entropic solver on 16x16 and full grids but, at eps 0.005,
     not faster than POT's exact solver on supports of ~50 points.
     """
