@@ -55,3 +55,14 @@ def blob_heatmaps(n: int, size: int = 16, seed: int = 0, patch: float = 0.0) -> 
             h[size - 4 : size - 1, size - 4 : size - 1] += patch / 9
         maps.append(h)
     return np.stack(maps)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny problems: a second thread only spins on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -25,16 +25,7 @@ from poisonscan.distances import (
     solve_pairs,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny problems: a second thread only spins on a busy machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def heatmaps(n: int, size: int = 8, seed: int = 0) -> np.ndarray:
