@@ -22,16 +22,6 @@ DISTANCES = config["distances"]["methods"]
 # Detection methods (clusters/<method>.npz each); distance-based ones need their distance.
 METHODS = config["clustering"]["methods"]
 REMOVAL_METHODS = config["removal"]["methods"]
-for _m in METHODS + REMOVAL_METHODS:
-    _needs = "gw" if _m == "gw_kmeans" else (_m.split("_")[-1] if "_" in _m else None)
-    if _needs is not None and _needs not in DISTANCES:
-        raise ValueError(
-            f"config: method {_m!r} needs distance {_needs!r}, which distances.methods "
-            f"{DISTANCES} does not compute; add it there or drop the method"
-        )
-_missing = sorted(set(REMOVAL_METHODS) - set(METHODS))
-if _missing:
-    raise ValueError(f"config: removal.methods {_missing} are not in clustering.methods {METHODS}")
 
 
 wildcard_constraints:

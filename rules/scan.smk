@@ -15,6 +15,7 @@ rule scan:
         ),
     params:
         spray=SPRAY,
+        decision=DECISION,
         target=lambda w: config["scenarios"][w.scenario]["target"],
         code=code_version(*CLUSTERING_CODE, "steps.scan", "distances"),
     log:

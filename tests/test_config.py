@@ -119,7 +119,17 @@ def test_gtsrb_dataset_needs_an_existing_path_and_has_43_classes(tmp_path: Path)
 
 
 def test_distance_methods_are_validated() -> None:
-    cfg = validate_config(with_change("distances.methods", ["l2"]), SCHEMA)
+    only_l2 = with_change("distances.methods", ["l2"])
+    only_l2["clustering"]["methods"] = ["hc_l2", "ac"]
+    cfg = validate_config(only_l2, SCHEMA)
     assert cfg["distances"]["methods"] == ["l2"]
+    only_l2["clustering"]["methods"] = ["hc_l2", "gw_kmeans"]
+    with pytest.raises(ConfigError, match=r"clustering.methods': method 'gw_kmeans' needs "
+                       r"distance 'gw', which distances.methods \['l2'\]"):  # fmt: skip
+        validate_config(only_l2, SCHEMA)
+    only_l2["clustering"]["methods"] = ["hc_l2", "ac"]
+    only_l2["removal"] = {"methods": ["hc_l2", "ss"]}
+    with pytest.raises(ConfigError, match=r"removal.methods': \['ss'\] are not in clustering"):
+        validate_config(only_l2, SCHEMA)
     with pytest.raises(ConfigError, match=r"distances.methods.0': 'cosine' is not allowed"):
         validate_config(with_change("distances.methods", ["cosine"]), SCHEMA)

@@ -131,6 +131,27 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key 'distances.gw.pool': {gw['pool']} does not divide the image size {size}"
         )
+    _check_methods(cfg)
+
+
+def _check_methods(cfg: Mapping[str, Any]) -> None:
+    """Every detection method's distance is computed; removal uses detection methods only."""
+    computed = cfg["distances"]["methods"]
+    methods = cfg["clustering"]["methods"]
+    removal = cfg["removal"]["methods"]
+    missing = sorted(set(removal) - set(methods))
+    if missing:
+        raise ConfigError(
+            f"config key 'removal.methods': {missing} are not in clustering.methods {methods}"
+        )
+    for method in methods:
+        needs = "gw" if method == "gw_kmeans" else (method.split("_")[-1] if "_" in method else None)
+        if needs is not None and needs not in computed:
+            raise ConfigError(
+                f"config key 'clustering.methods': method {method!r} needs distance {needs!r}, "
+                f"which distances.methods {computed} does not compute; add it there or drop "
+                "the method"
+            )
 
 
 def _check_scenario(

@@ -10,4 +10,5 @@ scan.scan_classes(
     snakemake.output.png,
     snakemake.params.spray,
     target=snakemake.params.target,
+    decision=snakemake.params.decision,
 )

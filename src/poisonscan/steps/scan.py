@@ -19,8 +19,8 @@ from poisonscan.storage import atomic_path, read_dataset, write_dataset
 __all__ = ["SCAN_COLUMNS", "plot_scan", "removal_table", "retrain_filtered", "scan_classes"]
 
 SCAN_COLUMNS: tuple[str, ...] = (
-    "class", "is_target", "rank", "suspicion", "n", "n_poison", "k", "n_groups", "eigengap",
-    "min_share", "silhouette", "rank_eigengap", "rank_min_share", "rank_silhouette",
+    "class", "is_target", "rank", "separation", "flagged_share", "n", "n_poison", "k",
+    "n_groups", "eigengap", "min_share", "silhouette",
 )  # fmt: skip
 
 
@@ -37,8 +37,12 @@ def scan_classes(
     out_png: PathLike | None,
     params: Mapping[str, Any],
     target: int | None = None,
+    decision: Mapping[str, Any] | None = None,
 ) -> int | None:
     """SpRAy on the Euclidean heatmap distances of every class; rank the classes.
+
+    The rank follows the separation of the flagged samples' mean heatmap from
+    the rest's (:func:`poisonscan.clustering.class_suspicion`).
 
     Parameters
     ----------
@@ -48,12 +52,15 @@ def scan_classes(
         One row per class (:data:`SCAN_COLUMNS`), sorted by ``rank``
         (1 = most suspicious); ``is_target`` marks the scenario's target class.
     out_png : path or None
-        Bar plot of the three criteria per class (:func:`plot_scan`).
+        Bar plot of the criteria per class (:func:`plot_scan`).
     params : mapping
         SpRAy hyper-parameters (the ``clustering`` section's SpRAy keys; ``seed``
         is the random state); the eigengap always chooses k.
     target : int, optional
         The attacked class, to report its rank.
+    decision : mapping, optional
+        The decision rule (``clustering`` keys ``decision_rule``, ``size_threshold``,
+        ``silhouette_threshold``); default size-gap.
 
     Returns
     -------
@@ -71,12 +78,11 @@ def scan_classes(
         heatmaps = class_array(group, "heatmaps")
         row: dict[str, Any] = {"class": cls, "n_poison": int(class_array(group, "poison").sum())}
         d = distances.euclidean_distances(heatmaps) if len(heatmaps) else np.zeros((0, 0))
-        row.update(clustering.class_suspicion(d, p))
+        row.update(clustering.class_suspicion(heatmaps, d, p, decision))
         row["is_target"] = target is not None and cls == int(target)
         rows.append(row)
-        log.info("class %d: n=%d k=%d eigengap=%.4f min_share=%.3f silhouette=%.3f",
-                 cls, row["n"], row["k"], row["eigengap"], row["min_share"],
-                 row["silhouette"])  # fmt: skip
+        log.info("class %d: n=%d k=%d flagged=%.3f separation=%.3f", cls, row["n"], row["k"],
+                 row["flagged_share"], row["separation"])  # fmt: skip
     ranked = sorted(clustering.rank_classes(rows), key=lambda r: r["rank"])
     _write_csv(out_csv, ranked, SCAN_COLUMNS)
     target_rank = next((r["rank"] for r in ranked if r["is_target"]), None)
@@ -87,7 +93,7 @@ def scan_classes(
 
 
 def plot_scan(rows: list[dict[str, Any]], out: PathLike, target_rank: int | None = None) -> None:
-    """Bar plot of the scan criteria per class; the target class in red."""
+    """Bar plot of the scan criteria per class (separation first); the target class in red."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,10 +102,11 @@ def plot_scan(rows: list[dict[str, Any]], out: PathLike, target_rank: int | None
     rows = sorted(rows, key=lambda r: r["class"])
     classes = [str(r["class"]) for r in rows]
     colours = ["tab:red" if r["is_target"] else "tab:blue" for r in rows]
-    panels = (("eigengap", "eigengap (higher = more suspicious)"),
-              ("min_share", "smallest cluster share (lower = more suspicious)"),
-              ("silhouette", "silhouette (higher = more suspicious)"))  # fmt: skip
-    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 0.3 * len(rows)), 7), sharex=True)
+    panels = (("separation", "separation of the flagged mean heatmap (ranks the classes)"),
+              ("flagged_share", "share of the class flagged"),
+              ("eigengap", "eigengap at the chosen k"),
+              ("silhouette", "silhouette of the SpRAy clusters"))  # fmt: skip
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(6.0, 0.3 * len(rows)), 9), sharex=True)
     for ax, (key, label) in zip(axes, panels, strict=True):
         ax.bar(classes, [float(r[key]) for r in rows], color=colours)
         ax.set_ylabel(key)
@@ -107,7 +114,7 @@ def plot_scan(rows: list[dict[str, Any]], out: PathLike, target_rank: int | None
     axes[-1].set_xlabel("class")
     title = "Whole-dataset scan: SpRAy per class"
     if target_rank is not None:
-        title += f" (target class in red, overall rank {target_rank} of {len(rows)})"
+        title += f" (target class in red, rank {target_rank} of {len(rows)})"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(out) as tmp:

@@ -1,0 +1,77 @@
+"""Whole-dataset scan criteria (poisonscan.clustering.scan)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+from poisonscan.clustering import class_suspicion, rank_classes
+from poisonscan.clustering.scan import flagged_separation
+
+
+def heatmap_class(n_clean: int, n_trigger: int, seed: int = 0) -> np.ndarray:
+    """Clean heatmaps: relevance spread over the centre with noise; trigger: one hot corner."""
+    rng = np.random.default_rng(seed)
+    h = rng.gamma(2.0, 1.0, size=(n_clean + n_trigger, 8, 8))
+    h[:, 2:6, 2:6] += 4.0
+    h[n_clean:, 6:, 6:] += 40.0
+    return h / h.sum(axis=(1, 2), keepdims=True)
+
+
+def distances(h: np.ndarray) -> np.ndarray:
+    flat = h.reshape(len(h), -1)
+    return cdist(flat, flat)
+
+
+def test_flagged_separation_known_value() -> None:
+    # two points per group at 0/1 and 10/11 on a line: means 0.5 and 10.5, gap 10;
+    # nonzero pairwise distances 1, 10, 11, 9, 10, 1 -> median 9.5
+    h = np.array([[0.0], [1.0], [10.0], [11.0]])
+    d = distances(h)
+    flags = np.array([False, False, True, True])
+    assert flagged_separation(h, d, flags) == pytest.approx(10 / 9.5)
+    assert flagged_separation(h, d, np.zeros(4, dtype=bool)) == 0.0
+    assert flagged_separation(h, d, np.ones(4, dtype=bool)) == 0.0
+    # duplicated heatmaps: the median over nonzero pairs keeps the scale positive
+    dup = np.array([[0.0]] * 5 + [[3.0]] * 2)
+    flags = np.arange(7) >= 5
+    assert flagged_separation(dup, distances(dup), flags) == pytest.approx(1.0)
+    assert flagged_separation(np.zeros((3, 1)), np.zeros((3, 3)), np.arange(3) == 2) == 0.0
+
+
+def test_class_suspicion_separates_a_trigger_group_from_clean_classes() -> None:
+    attacked = heatmap_class(80, 15)
+    row = class_suspicion(attacked, distances(attacked), {"random_state": 0})
+    assert row["n"] == 95 and row["k"] >= 2
+    assert row["flagged_share"] == pytest.approx(15 / 95)
+    clean = heatmap_class(95, 0, seed=1)
+    clean_row = class_suspicion(clean, distances(clean), {"random_state": 0})
+    assert row["separation"] > 3 * clean_row["separation"]
+
+
+def test_class_suspicion_uses_the_decision_rule() -> None:
+    h = heatmap_class(80, 15)
+    d = distances(h)
+    everything_small = {"decision_rule": "relative-size", "size_threshold": 1.01}
+    row = class_suspicion(h, d, {"random_state": 0}, everything_small)
+    assert row["flagged_share"] == 1.0 and row["separation"] == 0.0
+    with pytest.raises(ValueError, match="unknown decision rule 'largest'"):
+        class_suspicion(h, d, {"random_state": 0}, {"decision_rule": "largest"})
+
+
+def test_class_suspicion_too_small_class_is_nan() -> None:
+    h = heatmap_class(5, 0)
+    row = class_suspicion(h, distances(h), {"random_state": 0})
+    assert row["k"] == -1 and math.isnan(row["separation"])
+
+
+def test_rank_classes_by_separation_nan_last_ties_shared() -> None:
+    rows = [{"class": 0, "separation": 0.3}, {"class": 1, "separation": math.nan},
+            {"class": 2, "separation": 0.9}, {"class": 3, "separation": 0.3}]  # fmt: skip
+    ranked = rank_classes(rows)
+    assert [r["rank"] for r in ranked] == [2, 4, 1, 2]
+    assert "rank" not in rows[0]  # copies
+    assert rank_classes([]) == []
