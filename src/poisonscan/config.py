@@ -145,7 +145,10 @@ def _check_methods(cfg: Mapping[str, Any]) -> None:
             f"config key 'removal.methods': {missing} are not in clustering.methods {methods}"
         )
     for method in methods:
-        needs = "gw" if method == "gw_kmeans" else (method.split("_")[-1] if "_" in method else None)
+        # hc_l2 -> l2, agglo_gw -> gw; ac, ss, raw need no distance
+        needs = (
+            "gw" if method == "gw_kmeans" else method.rpartition("_")[2] if "_" in method else None
+        )
         if needs is not None and needs not in computed:
             raise ConfigError(
                 f"config key 'clustering.methods': method {method!r} needs distance {needs!r}, "

@@ -8,9 +8,9 @@ on every class, applies the decision rule, and ranks the classes by the
 
 A backdoor makes the poisoned images of a class share one explanation (the
 trigger) that the clean images lack, so the flagged group's mean heatmap sits
-far from the rest's; the median pairwise distance (of the distinct pairs: nonzero) makes the value comparable
-across classes of different size and heatmap spread. A class with no flags
-scores 0.
+far from the rest's; the median pairwise distance (over the nonzero pairs) makes
+the value comparable across classes of different size and heatmap spread. A
+class with no flags scores 0.
 
 Measured (README): on real GTSRB (43 classes, 3x3 sticker, p = 15 %) the
 attacked class scores 0.82 against at most 0.66 for the others; the criteria
