@@ -47,8 +47,10 @@ def evaluation_files(wildcards=None):
 
 
 def final_outputs(wildcards=None):
-    """Per scenario: the whole-dataset scan, and the removal table when removal.methods is set."""
+    """Per scenario: the whole-dataset scan, the figures of every method, and the removal
+    table when removal.methods is set."""
     outs = ["scan.csv"] + (["removal.csv"] if REMOVAL_METHODS else [])
+    outs += [f"figures/{m}_{fig}.png" for m in METHODS for fig in ("analysis", "clusters")]
     return expand(
         "results/{dataset}/{scenario}/{out}", dataset=DATASET, scenario=SCENARIOS, out=outs
     )

@@ -19,3 +19,57 @@ rule aggregate:
         "../envs/analysis.yaml"
     script:
         "../workflow/scripts/aggregate.py"
+
+
+rule embed:
+    input:
+        explanations="results/{dataset}/{scenario}/explain.zarr",
+    output:
+        tsne="results/{dataset}/{scenario}/figures/tsne.npz",
+    params:
+        group=target_group,
+        seed=config["clustering"]["seed"],
+        code=code_version("figures", "steps.report", "steps.cluster", "storage"),
+    log:
+        "results/logs/embed/{dataset}/{scenario}.log",
+    benchmark:
+        "results/benchmarks/embed/{dataset}/{scenario}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/embed.py"
+
+
+rule figures:
+    input:
+        clusters="results/{dataset}/{scenario}/clusters/{method}.npz",
+        explanations="results/{dataset}/{scenario}/explain.zarr",
+        dataset="results/{dataset}/{scenario}/poisoned.h5",
+        tsne="results/{dataset}/{scenario}/figures/tsne.npz",
+    output:
+        analysis=report(
+            "results/{dataset}/{scenario}/figures/{method}_analysis.png",
+            caption="../workflow/report/figures.rst",
+            category="Detection",
+            subcategory="{scenario}",
+            labels={"scenario": "{scenario}", "method": "{method}", "figure": "analysis"},
+        ),
+        clusters=report(
+            "results/{dataset}/{scenario}/figures/{method}_clusters.png",
+            caption="../workflow/report/figures.rst",
+            category="Detection",
+            subcategory="{scenario}",
+            labels={"scenario": "{scenario}", "method": "{method}", "figure": "clusters"},
+        ),
+    params:
+        group=target_group,
+        title=lambda w: f"{w.scenario}: {w.method}",
+        code=code_version("figures", "steps.report", "steps.cluster", "storage"),
+    log:
+        "results/logs/figures/{dataset}/{scenario}/{method}.log",
+    benchmark:
+        "results/benchmarks/figures/{dataset}/{scenario}/{method}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/figures.py"

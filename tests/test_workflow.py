@@ -73,6 +73,11 @@ def test_workflow_writes_summary_with_every_method(finished_run: Path) -> None:
     for rule in ("train", "explain", "distances_gw"):
         assert (finished_run / "results" / "logs" / rule).is_dir()
     assert (finished_run / "results/logs/distances_gw/synthetic/tiny.dask-report.html").is_file()
+    figures = finished_run / "results/synthetic/tiny/figures"
+    methods = ["ac", "gw_kmeans", "hc_gw", "hc_l2", "raw", "ss"]
+    assert sorted(p.name for p in figures.glob("*.png")) == sorted(
+        f"{m}_{fig}.png" for m in methods for fig in ("analysis", "clusters")
+    )
 
 
 @pytest.mark.slow
@@ -94,16 +99,17 @@ def planned_rules(workdir: Path, config: dict) -> set[str]:
 @pytest.mark.slow
 def test_config_changes_rerun_exactly_the_affected_rules(finished_run: Path) -> None:
     clustering = {**TINY, "clustering": {"n_neighbors": 6}}
-    # the scan runs SpRAy too; the retraining without hc_l2's flags follows its clusters
+    # the scan runs SpRAy too; the retraining without hc_l2's flags follows its clusters;
+    # the figures of the SpRAy methods redraw, the t-SNE map stays
     assert planned_rules(finished_run, clustering) == {
-        "cluster_distances", "scan", "retrain_filtered", "removal", "evaluate", "summary",
-        "aggregate", "all",
+        "cluster_distances", "scan", "retrain_filtered", "removal", "evaluate", "figures",
+        "summary", "aggregate", "all",
     }  # fmt: skip
     explain = {**TINY, "explain": {"batch_size": 16, "composite": "epsilon"}}
     assert planned_rules(finished_run, explain) == {
         "explain", "distances_l2", "distances_gw", "cluster_distances", "cluster_activations",
         "cluster_gw_kmeans", "spectral_signatures", "cluster_raw", "scan", "retrain_filtered",
-        "removal", "evaluate", "summary", "aggregate", "all",
+        "removal", "evaluate", "embed", "figures", "summary", "aggregate", "all",
     }  # fmt: skip
 
 
@@ -153,7 +159,7 @@ def planned_jobs(workdir: Path, config: dict) -> set[tuple[str, str]]:
 PER_SCENARIO = {"poison", "train", "explain", "distances_l2", "distances_gw",
                 "cluster_distances", "cluster_activations", "cluster_gw_kmeans",
                 "spectral_signatures", "cluster_raw", "scan", "retrain_filtered", "removal",
-                "evaluate"}  # fmt: skip
+                "evaluate", "embed", "figures"}  # fmt: skip
 
 
 @pytest.mark.slow

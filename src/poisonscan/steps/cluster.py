@@ -220,8 +220,14 @@ def cluster_gw_kmeans(
     score = rules.cluster_score(
         labels, est.center_distances_[:, int(rules.largest_cluster(labels))]
     )
+    # centres differ in size (a seed's own space, or support_size points): pad with NaN
+    sizes = np.array([len(c) for c in est.barycenters_], dtype=np.int64)
+    barycenters = np.full((len(sizes), sizes.max(), sizes.max()), np.nan)
+    for j, c in enumerate(est.barycenters_):
+        barycenters[j, : len(c), : len(c)] = c
     write_clusters(out, "gw_kmeans", labels, flagged, score, est.n_clusters, rule,
                    silhouette=np.float64(sil), center_distances=est.center_distances_,
+                   barycenters=barycenters, barycenter_sizes=sizes,
                    score_name=np.str_(CLUSTER_SCORE),
                    n_iter=np.int64(est.n_iter_), converged=np.bool_(est.converged_),
                    init=np.asarray(est.init_indices_))  # fmt: skip

@@ -1,0 +1,15 @@
+"""Rule figures: the analysis and per-cluster figures of one detection method."""
+
+from poisonscan import steps
+from poisonscan.steps import report
+
+steps.setup_logging(snakemake.log[0])
+report.method_figures(
+    snakemake.input.clusters,
+    snakemake.params.group,
+    snakemake.input.dataset,
+    snakemake.input.tsne,
+    snakemake.output.analysis,
+    snakemake.output.clusters,
+    snakemake.params.title,
+)
