@@ -154,7 +154,8 @@ def _analysis(result: Mapping[str, Any], poison: np.ndarray, tsne: np.ndarray, t
             axes[1].axis("off")
         rest = axes[2:]
     elif "barycenters" in result:
-        _barycentres(first, np.asarray(result["barycenters"]), np.asarray(result["barycenter_sizes"]))
+        sizes = np.asarray(result["barycenter_sizes"])
+        _barycentres(first, np.asarray(result["barycenters"]), sizes)
         rest = axes[1:]
     else:
         score = np.asarray(result["score"], dtype=np.float64)
@@ -199,7 +200,8 @@ def _clusters(
         row[0].imshow(mean, cmap="hot")
         row[0].set_title(f"{mark}cluster {value}\nn={members.size}, poisoned {n_poison}",
                          fontsize=6, color="tab:red" if mark else "black")  # fmt: skip
-        picks = members[np.linspace(0, members.size - 1, min(per_cluster, members.size)).astype(int)]
+        shown = min(per_cluster, members.size)
+        picks = members[np.linspace(0, members.size - 1, shown).astype(int)]
         for j in range(per_cluster):
             ax_img, ax_hm = row[1 + 2 * j], row[2 + 2 * j]
             if j < picks.size:
