@@ -17,7 +17,9 @@ until the assignment stops changing or after ``max_iter`` assignments.
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,8 @@ import ot
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from poisonscan.clustering.spectral import finite_distances
+
+log = logging.getLogger("poisonscan")
 
 if TYPE_CHECKING:
     from poisonscan.distances import MetricMeasureSpace
@@ -295,10 +299,15 @@ class GromovWassersteinKMeans(ClusterMixin, BaseEstimator):
         centres = [(spaces[c].cost, spaces[c].weights) for c in self.init_indices_]
         labels: np.ndarray | None = None
         self.converged_ = False
+        start = time.perf_counter()
         for it in range(1, self.max_iter + 1):
             dist = self._to_centres(centres, spaces)
             new = _fill_empty(np.argmin(dist, axis=1), dist, self.n_clusters)
             self.converged_ = labels is not None and np.array_equal(new, labels)
+            changed = n if labels is None else int(np.sum(new != labels))
+            sizes = np.bincount(new, minlength=self.n_clusters).tolist()
+            log.info("GW k-means iteration %d/%d: %d assignments changed, sizes %s, %.0f s so far",
+                     it, self.max_iter, changed, sizes, time.perf_counter() - start)  # fmt: skip
             labels = new
             self.center_distances_ = dist
             self.barycenters_ = [c for c, _ in centres]
