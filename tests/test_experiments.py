@@ -118,3 +118,13 @@ def test_every_matrix_scenario_passes_config_validation() -> None:
     config["scenarios"]["clean"] = {"attack": "clean", "target": 5}
     with pytest.raises(ValueError, match="scenario 'clean' is also in 'scenarios'"):
         validate_config(config, load_schema(REPO / "config" / "schema.yaml"))
+
+
+def test_the_quick_gtsrb_config_expands_to_its_subset() -> None:
+    import yaml
+    from conftest import REPO
+
+    config = yaml.safe_load((REPO / "config" / "gtsrb-quick.yaml").read_text())
+    names = [sc.name for sc in expand_matrix(config["matrix"])]
+    assert names == ["standard_s3_p33", "standard_s3_p10", "standard_s3_p2"]  # one repetition
+    assert list(config["scenarios"]) == ["control"]
