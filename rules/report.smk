@@ -29,7 +29,7 @@ rule embed:
     params:
         group=target_group,
         seed=config["clustering"]["seed"],
-        code=code_version("figures", "steps.report", "steps.cluster", "storage"),
+        code=code_version("figures", "steps.figures", "steps.cluster", "steps.common", "storage"),
     log:
         "results/logs/embed/{dataset}/{scenario}.log",
     benchmark:
@@ -61,10 +61,12 @@ rule figures:
             subcategory="{scenario}",
             labels={"scenario": "{scenario}", "method": "{method}", "figure": "clusters"},
         ),
+    wildcard_constraints:
+        method="|".join(re.escape(m) for m in METHODS),
     params:
         group=target_group,
         title=lambda w: f"{w.scenario}: {w.method}",
-        code=code_version("figures", "steps.report", "steps.cluster", "storage"),
+        code=code_version("figures", "steps.figures", "steps.cluster", "steps.common", "storage"),
     log:
         "results/logs/figures/{dataset}/{scenario}/{method}.log",
     benchmark:

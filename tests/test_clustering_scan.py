@@ -27,19 +27,38 @@ def distances(h: np.ndarray) -> np.ndarray:
 
 
 def test_flagged_separation_known_value() -> None:
-    # two points per group at 0/1 and 10/11 on a line: means 0.5 and 10.5, gap 10;
+    # two points per group at 0/1 and 10/11 on a line: means 0.5 and 10.5, gap^2 = 100;
+    # total variance 101/3, so a random pair would score 101/3 * 4 / (2 * 2) = 101/3;
     # nonzero pairwise distances 1, 10, 11, 9, 10, 1 -> median 9.5
     h = np.array([[0.0], [1.0], [10.0], [11.0]])
     d = distances(h)
     flags = np.array([False, False, True, True])
-    assert flagged_separation(h, d, flags) == pytest.approx(10 / 9.5)
+    assert flagged_separation(h, d, flags) == pytest.approx(np.sqrt(100 - 101 / 3) / 9.5)
     assert flagged_separation(h, d, np.zeros(4, dtype=bool)) == 0.0
     assert flagged_separation(h, d, np.ones(4, dtype=bool)) == 0.0
-    # duplicated heatmaps: the median over nonzero pairs keeps the scale positive
+    # duplicated heatmaps: the median over nonzero pairs (3) keeps the scale positive;
+    # gap^2 = 9, total variance 15/7, chance 15/7 * 7 / (2 * 5) = 1.5
     dup = np.array([[0.0]] * 5 + [[3.0]] * 2)
     flags = np.arange(7) >= 5
-    assert flagged_separation(dup, distances(dup), flags) == pytest.approx(1.0)
+    assert flagged_separation(dup, distances(dup), flags) == pytest.approx(np.sqrt(7.5) / 3)
     assert flagged_separation(np.zeros((3, 1)), np.zeros((3, 3)), np.arange(3) == 2) == 0.0
+    with pytest.raises(ValueError, match=r"4 flags need 4 heatmaps .* got 4 heatmaps and \(3, 3\)"):
+        flagged_separation(h, d[:3, :3], np.arange(4) == 0)
+
+
+def test_flagged_separation_of_random_flags_is_near_zero_at_any_size() -> None:
+    # a handful of random flags on pure noise must not look separated (the raw mean
+    # gap of one random sample is about 0.7 of the median distance here)
+    rng = np.random.default_rng(0)
+    h = rng.gamma(2.0, 1.0, size=(400, 64))
+    d = distances(h)
+    for m in (1, 3, 10, 40, 130):
+        values = [flagged_separation(h, d, np.isin(np.arange(400), rng.choice(400, m, False)))
+                  for _ in range(10)]  # fmt: skip
+        assert np.mean(values) < 0.35, (m, values)
+    trigger = heatmap_class(385, 15).reshape(400, -1)
+    flags = np.arange(400) >= 385
+    assert flagged_separation(trigger, distances(trigger), flags) > 1.0
 
 
 def test_class_suspicion_separates_a_trigger_group_from_clean_classes() -> None:
@@ -62,16 +81,30 @@ def test_class_suspicion_uses_the_decision_rule() -> None:
         class_suspicion(h, d, {"random_state": 0}, {"decision_rule": "largest"})
 
 
+def test_class_suspicion_single_group_no_flag() -> None:
+    # one noise group: the eigengap sees one group, so with the option nothing is flagged
+    h = heatmap_class(95, 0, seed=2)
+    d = distances(h)
+    row = class_suspicion(h, d, {"random_state": 0}, single_group_no_flag=True)
+    assert row["n_groups"] == 1
+    assert row["flagged_share"] == 0.0 and row["separation"] == 0.0
+    flagged = class_suspicion(h, d, {"random_state": 0}, single_group_no_flag=False)
+    assert flagged["flagged_share"] > 0
+
+
 def test_class_suspicion_too_small_class_is_nan() -> None:
     h = heatmap_class(5, 0)
     row = class_suspicion(h, distances(h), {"random_state": 0})
     assert row["k"] == -1 and math.isnan(row["separation"])
 
 
-def test_rank_classes_by_separation_nan_last_ties_shared() -> None:
+def test_rank_classes_by_separation_unflagged_last_ties_shared() -> None:
     rows = [{"class": 0, "separation": 0.3}, {"class": 1, "separation": math.nan},
-            {"class": 2, "separation": 0.9}, {"class": 3, "separation": 0.3}]  # fmt: skip
+            {"class": 2, "separation": 0.9}, {"class": 3, "separation": 0.3},
+            {"class": 4, "separation": 0.0}]  # fmt: skip
     ranked = rank_classes(rows)
-    assert [r["rank"] for r in ranked] == [2, 4, 1, 2]
+    assert [r["rank"] for r in ranked] == [2, 5, 1, 2, 5]
     assert "rank" not in rows[0]  # copies
     assert rank_classes([]) == []
+    # nothing flagged anywhere: no class is "first"
+    assert [r["rank"] for r in rank_classes([{"separation": 0.0}] * 3)] == [3, 3, 3]

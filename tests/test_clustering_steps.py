@@ -215,7 +215,8 @@ def test_evaluate_clean_control_has_nan_auroc(scenario: dict[str, Path]) -> None
 
 def test_scan_ranks_the_attacked_class_first(scenario: dict[str, Path]) -> None:
     d = scenario["dir"]
-    rank = scan.scan_classes(scenario["store"], d / "scan.csv", d / "scan.png", SPRAY, TARGET)
+    rank = scan.scan_classes(scenario["store"], d / "scan.csv", d / "scan.png", SPRAY, TARGET,
+                             decision=DECISION)  # fmt: skip
     assert rank == 1
     with open(d / "scan.csv") as f:
         rows = list(csv.DictReader(f))

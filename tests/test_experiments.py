@@ -120,11 +120,17 @@ def test_every_matrix_scenario_passes_config_validation() -> None:
         validate_config(config, load_schema(REPO / "config" / "schema.yaml"))
 
 
-def test_the_quick_gtsrb_config_expands_to_its_subset() -> None:
+def test_the_quick_gtsrb_config_expands_to_its_subset_and_validates(tmp_path) -> None:
     import yaml
     from conftest import REPO
+
+    from poisonscan.config import load_schema, validate_config
 
     config = yaml.safe_load((REPO / "config" / "gtsrb-quick.yaml").read_text())
     names = [sc.name for sc in expand_matrix(config["matrix"])]
     assert names == ["standard_s3_p33", "standard_s3_p10", "standard_s3_p2"]  # one repetition
     assert list(config["scenarios"]) == ["control"]
+    (tmp_path / "gtsrb32.npz").touch()  # the path must exist; the data is not read
+    config["dataset"]["path"] = str(tmp_path / "gtsrb32.npz")
+    cfg = validate_config(config, load_schema(REPO / "config" / "schema.yaml"))
+    assert sorted(cfg["scenarios"]) == sorted(["control", *names])

@@ -93,3 +93,27 @@ def test_classical_mds_recovers_planar_points_up_to_isometry() -> None:
     d = squareform(pdist(pts))
     np.testing.assert_allclose(squareform(pdist(_classical_mds(d))), d, atol=1e-10)
     assert _classical_mds(np.zeros((1, 1))).shape == (1, 2)
+
+
+def test_heatmap_tsne_of_identical_or_bad_heatmaps() -> None:
+    # identical heatmaps: t-SNE would divide by a zero spread (sklearn crashes)
+    assert not heatmap_tsne(np.ones((10, 4, 4))).any()
+    bad = np.ones((10, 4, 4))
+    bad[3, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"heatmaps \[3\] hold NaN"):
+        heatmap_tsne(bad)
+
+
+def test_clusters_figure_lists_flagged_clusters_first(
+    class_data: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    from poisonscan.figures import _clusters
+
+    poison = class_data["poison"]
+    # 13 labels: the noise label -1 is the largest cluster, then the flagged one (the
+    # poison); a "largest first" montage would open with the noise
+    labels = np.concatenate([np.repeat(np.arange(11), 2) + 1, np.full(10, -1), np.zeros(8)])
+    result = {"labels": labels.astype(int), "flagged": poison.copy()}
+    fig = _clusters(result, poison, class_data["heatmaps"], class_data["images"], "t", 1, 3)
+    titles = [ax.get_title() for ax in fig.axes[::3]]
+    assert titles[0].startswith("FLAGGED cluster 0") and len(titles) == 3

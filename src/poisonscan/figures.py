@@ -3,12 +3,12 @@
 Two PNGs per method (:func:`save_method_figures`):
 
 - **analysis**: the method's own diagnostic (SpRAy: eigenvalue spectrum with
-  the chosen gap marked and the spectral embedding; GW k-means: an MDS
+  the gap after the k used marked and the spectral embedding; GW k-means: an MDS
   embedding of each barycentre's support; others: the poison score by ground
   truth), a 2-D t-SNE of the heatmaps coloured by ground truth and by cluster,
   and the confusion table;
-- **clusters**: one row per cluster (largest first, flagged ones marked): the
-  cluster's mean heatmap, then sample images with their heatmaps.
+- **clusters**: one row per cluster (flagged ones first and marked, then the
+  largest): the cluster's mean heatmap, then sample images with their heatmaps.
 
 The t-SNE is computed once per class (:func:`heatmap_tsne`) and shared by the
 methods, so that their clusterings are drawn on the same map.
@@ -40,15 +40,19 @@ def heatmap_tsne(heatmaps: np.ndarray, seed: int = 0) -> np.ndarray:
 
     Returns
     -------
-    ndarray of shape (n, 2); all zeros for fewer than 4 heatmaps.
+    ndarray of shape (n, 2); all zeros for fewer than 4 heatmaps or identical ones.
     """
     from sklearn.decomposition import PCA
     from sklearn.manifold import TSNE
 
     n = len(heatmaps)
-    if n < 4:
-        return np.zeros((n, 2))
     flat = np.asarray(heatmaps, dtype=np.float64).reshape(n, -1)
+    if not np.isfinite(flat).all():
+        bad = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+        raise ValueError(f"heatmaps {bad[:10].tolist()} hold NaN or inf")
+    # too few points, or all heatmaps equal (t-SNE would divide by a zero spread)
+    if n < 4 or not np.ptp(flat, axis=0).any():
+        return np.zeros((n, 2))
     dims = min(50, n - 1, flat.shape[1])
     reduced = PCA(n_components=dims, random_state=seed).fit_transform(flat)
     perplexity = float(min(30.0, (n - 1) / 3))
@@ -79,11 +83,14 @@ def _scatter(ax: Any, xy: np.ndarray, colours: list[str], title: str) -> None:
 
 
 def _cluster_colours(labels: np.ndarray) -> list[str]:
+    """One colour per cluster (tab20); HDBSCAN's noise label -1 in grey."""
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10"]
-    values = {v: i for i, v in enumerate(np.unique(labels))}
-    return [matplotlib.colors.to_hex(cmap(values[v] % 10)) for v in labels]
+    cmap = matplotlib.colormaps["tab20"]
+    values = {v: i for i, v in enumerate(v for v in np.unique(labels) if v != -1)}
+    return [
+        "#b0b0b0" if v == -1 else matplotlib.colors.to_hex(cmap(values[v] % 20)) for v in labels
+    ]
 
 
 def _spectrum(ax: Any, eigenvalues: np.ndarray, k: int) -> None:
@@ -91,7 +98,7 @@ def _spectrum(ax: Any, eigenvalues: np.ndarray, k: int) -> None:
     ax.plot(idx, eigenvalues, "o-", ms=3)
     if 1 <= k < len(eigenvalues):
         ax.axvspan(k + 0.1, k + 0.9, color="tab:orange", alpha=0.3,
-                   label=f"chosen gap: k = {k}")  # fmt: skip
+                   label=f"gap after k = {k}")  # fmt: skip
         ax.legend(fontsize=8)
     ax.set_xlabel("index")
     ax.set_ylabel("eigenvalue of L_sym")
@@ -188,7 +195,9 @@ def _clusters(
     labels = np.asarray(result["labels"])
     flagged = np.asarray(result["flagged"], dtype=bool)
     values, counts = np.unique(labels, return_counts=True)
-    order = values[np.argsort(-counts, kind="stable")][:max_clusters]
+    # flagged clusters first (the ones a user checks), then the largest
+    is_flagged = np.array([flagged[labels == v].any() for v in values])
+    order = values[np.lexsort((-counts, ~is_flagged))][:max_clusters]
     cols = 1 + 2 * per_cluster
     fig = Figure(figsize=(1.1 * cols, 1.25 * len(order) + 0.6))
     axes = np.asarray(fig.subplots(len(order), cols, squeeze=False))
@@ -250,7 +259,7 @@ def save_method_figures(
     per_cluster : int, default 4
         Sample images per cluster row.
     max_clusters : int, default 10
-        Rows of the clusters figure (the largest clusters).
+        Rows of the clusters figure (flagged clusters first, then the largest).
     """
     poison = np.asarray(poison, dtype=bool)
     n = poison.size

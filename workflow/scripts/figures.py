@@ -1,10 +1,10 @@
 """Rule figures: the analysis and per-cluster figures of one detection method."""
 
 from poisonscan import steps
-from poisonscan.steps import report
+from poisonscan.steps import figures
 
 steps.setup_logging(snakemake.log[0])
-report.method_figures(
+figures.method_figures(
     snakemake.input.clusters,
     snakemake.params.group,
     snakemake.input.dataset,

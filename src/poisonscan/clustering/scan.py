@@ -2,18 +2,21 @@
 
 The reference study assumed the attacked class was known. The scan runs SpRAy
 on every class, applies the decision rule, and ranks the classes by the
-**separation** of what the rule flags:
+**separation** of what the rule flags (m of the class's n heatmaps):
 
-    separation = || mean heatmap(flagged) - mean heatmap(rest) || / median pairwise distance
+    separation^2 = (||mean(flagged) - mean(rest)||^2 - S^2 n / (m (n - m))) / scale^2
 
 A backdoor makes the poisoned images of a class share one explanation (the
 trigger) that the clean images lack, so the flagged group's mean heatmap sits
-far from the rest's; the median pairwise distance (over the nonzero pairs) makes
-the value comparable across classes of different size and heatmap spread. A
-class with no flags scores 0.
+far from the rest's. ``S^2 n / (m (n - m))`` (``S^2``: the heatmaps' total
+variance) is what a *random* subset of m heatmaps would score in expectation;
+subtracting it (clipped at 0) removes the bias that lets a handful of stray
+flags look separated. ``scale`` is the median nonzero pairwise heatmap
+distance, so that classes with different heatmap spread compare. A class with
+nothing flagged scores 0 and ranks last.
 
 Measured (README): on real GTSRB (43 classes, 3x3 sticker, p = 15 %) the
-attacked class scores 0.82 against at most 0.66 for the others; the criteria
+attacked class scores 0.82 against at most 0.65 for the others; the criteria
 the scan used first (eigengap, smallest cluster share, silhouette; still
 reported) ranked it 43rd, 1st by a hair and 40th, because all three depend on
 the class size and GTSRB's 30-frame tracks form small tight clusters.
@@ -35,7 +38,7 @@ __all__ = ["class_suspicion", "flagged_separation", "rank_classes"]
 
 
 def flagged_separation(heatmaps: np.ndarray, distances: np.ndarray, flagged: np.ndarray) -> float:
-    """Distance between the mean heatmaps of the flagged and the other samples.
+    """Bias-corrected distance between the mean heatmaps of the flagged and the other samples.
 
     Parameters
     ----------
@@ -48,20 +51,29 @@ def flagged_separation(heatmaps: np.ndarray, distances: np.ndarray, flagged: np.
     Returns
     -------
     float
-        0 when nothing or everything is flagged, or when all heatmaps coincide.
+        See the module docstring; 0 when nothing or everything is flagged, or when
+        all heatmaps coincide.
     """
     flagged = np.asarray(flagged, dtype=bool)
     n = flagged.size
-    if n < 2 or not flagged.any() or flagged.all():
+    flat = np.asarray(heatmaps, dtype=np.float64).reshape(len(heatmaps), -1)
+    if len(flat) != n or np.shape(distances) != (n, n):
+        raise ValueError(
+            f"{n} flags need {n} heatmaps and an ({n}, {n}) distance matrix, got "
+            f"{len(flat)} heatmaps and {np.shape(distances)}"
+        )
+    m = int(flagged.sum())
+    if m == 0 or m == n:
         return 0.0
-    flat = np.asarray(heatmaps, dtype=np.float64).reshape(n, -1)
     pairs = np.asarray(distances)[np.triu_indices(n, 1)]
     pairs = pairs[pairs > 0]
     if pairs.size == 0:
         return 0.0
-    scale = float(np.median(pairs))
-    gap = flat[flagged].mean(axis=0) - flat[~flagged].mean(axis=0)
-    return float(np.linalg.norm(gap) / scale)
+    gap2 = float(np.sum((flat[flagged].mean(axis=0) - flat[~flagged].mean(axis=0)) ** 2))
+    total_variance = float(np.sum((flat - flat.mean(axis=0)) ** 2)) / (n - 1)
+    # expected gap^2 of a random m-subset (sampling without replacement)
+    chance2 = total_variance * n / (m * (n - m))
+    return float(np.sqrt(max(gap2 - chance2, 0.0)) / np.median(pairs))
 
 
 def class_suspicion(
@@ -69,6 +81,7 @@ def class_suspicion(
     distances: np.ndarray,
     params: Mapping[str, Any] | None = None,
     decision: Mapping[str, Any] | None = None,
+    single_group_no_flag: bool = False,
 ) -> dict[str, Any]:
     """SpRAy of one class, the decision rule's flags and their separation.
 
@@ -83,6 +96,8 @@ def class_suspicion(
     decision : mapping, optional
         ``decision_rule`` (default ``"size-gap"``), ``size_threshold``,
         ``silhouette_threshold`` as for :func:`~poisonscan.clustering.decide`.
+    single_group_no_flag : bool, default False
+        As for the SpRAy methods: flag nothing when the spectrum shows one group.
 
     Returns
     -------
@@ -109,6 +124,8 @@ def class_suspicion(
         size_threshold=rule.get("size_threshold", 0.35),
         silhouette_threshold=rule.get("silhouette_threshold", 0.1),
     )
+    if single_group_no_flag and est.n_groups_ == 1:
+        flagged[:] = False
     return {
         "n": n,
         "k": est.n_clusters_,
@@ -122,9 +139,11 @@ def class_suspicion(
 
 
 def rank_classes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Add ``rank`` (1 = largest separation = most suspicious; NaN ranks last).
+    """Add ``rank``: 1 = largest separation = most suspicious.
 
-    Ties share the lowest rank.
+    Ties share the lowest rank. Classes with nothing flagged (separation 0) or too
+    small to analyse (NaN) all share the last rank, ``len(rows)``, so that a class
+    is never "first" without a flagged group.
 
     Parameters
     ----------
@@ -136,10 +155,11 @@ def rank_classes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         The rows (copied) with ``rank``.
     """
     out = [dict(r) for r in rows]
-    if not out:
-        return out
     v = np.array([r["separation"] for r in out], dtype=np.float64)
-    ranks = rankdata(np.where(np.isnan(v), np.inf, -v), method="min").astype(int)
+    scored = v > 0  # False for 0 and NaN
+    ranks = np.full(len(out), len(out), dtype=int)
+    if scored.any():
+        ranks[scored] = rankdata(-v[scored], method="min").astype(int)
     for r, rank in zip(out, ranks, strict=True):
         r["rank"] = int(rank)
     return out

@@ -5,7 +5,9 @@ Every clustering rule writes one ``.npz`` per method (see :func:`write_clusters`
 ``labels``, ``flagged``, ``score`` (continuous, higher = more suspicious; how
 it is made in ``score_name``), ``k`` (-1: not a clustering), ``decision_rule``,
 ``method`` and method-specific extras (SpRAy: ``eigenvalues``, ``embedding``,
-``gaps``, ``n_groups``, ``eigengap``). The explanation inputs are the zarr group
+``gaps``, ``n_groups``, ``eigengap``; GW k-means: ``center_distances``,
+``barycenters`` (k, s, s) padded with NaN to the largest centre, and
+``barycenter_sizes``). The explanation inputs are the zarr group
 of the analysed class (``explain.zarr/<class id>``).
 """
 

@@ -70,6 +70,7 @@ def scan_classes(
     from poisonscan.explain.store import class_group_path, store_classes
 
     p = {k: v for k, v in params.items() if k not in ("single_group_no_flag", "n_clusters")}
+    no_flag_one_group = bool(params.get("single_group_no_flag", False))
     if "seed" in p:
         p["random_state"] = p.pop("seed")
     rows = []
@@ -78,7 +79,7 @@ def scan_classes(
         heatmaps = class_array(group, "heatmaps")
         row: dict[str, Any] = {"class": cls, "n_poison": int(class_array(group, "poison").sum())}
         d = distances.euclidean_distances(heatmaps) if len(heatmaps) else np.zeros((0, 0))
-        row.update(clustering.class_suspicion(heatmaps, d, p, decision))
+        row.update(clustering.class_suspicion(heatmaps, d, p, decision, no_flag_one_group))
         row["is_target"] = target is not None and cls == int(target)
         rows.append(row)
         log.info("class %d: n=%d k=%d flagged=%.3f separation=%.3f", cls, row["n"], row["k"],
