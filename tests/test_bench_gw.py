@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import zarr
 
-from poisonscan import bench
-from poisonscan.bench.gw import parse_support, synthetic_heatmaps
+from poisonscan import bench, distances
+from poisonscan.bench.gw import _ott, _pot_values, parse_support, synthetic_heatmaps
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:
@@ -53,6 +53,26 @@ def test_detect_and_dask_modes_on_a_store(
     rows = run(capsys, "--mode", "dask", "--synthetic", "--n", "10", "--support", "pool4",
                "--epsilon", "0.05", "--tile", "4")  # fmt: skip
     assert rows[0]["pairs"] == 45 and rows[0]["seconds"] > 0
+
+
+def test_ott_matches_pot_entropic_on_tiny_pairs() -> None:
+    pytest.importorskip("ott")
+    hm, _ = synthetic_heatmaps(6, seed=2)
+    # 8x8 grid, 90 % of the mass: supports of different sizes, so _ott pads them
+    params = distances.GWParams(solver="pot_entropic", epsilon=0.05, pool=4, mass=0.9,
+                                metric="sqeuclidean")  # fmt: skip
+    spaces = distances.prepare_spaces(hm, params)
+    pairs = [(0, 1), (2, 3), (4, 5)]
+    assert len({spaces[k].weights.size for pair in pairs for k in pair}) > 1
+    pot = _pot_values(spaces, pairs, params)
+    assert np.isfinite(pot).all()
+    out = _ott(spaces, pairs, 0.05, pot, metric="sqeuclidean")
+    assert np.isfinite(out["ott_pairs_per_s"]) and out["ott_pairs_per_s"] > 0
+    assert out["ott_median_over_pot"] == pytest.approx(1.0, abs=1e-2)
+    assert out["ott_failed"] == 0
+    # the dense path: ott geometries from the (here squared) cost matrices, not points
+    dense = _ott(spaces, pairs, 0.05, pot, metric="euclidean")
+    assert dense["ott_median_over_pot"] == pytest.approx(1.0, abs=1e-2)
 
 
 @pytest.mark.parametrize(

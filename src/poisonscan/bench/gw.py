@@ -8,8 +8,8 @@ Modes (``--mode``), one JSON line per configuration:
     ``gromov_wasserstein2`` on the first ``--pot-pairs`` of them, and POT's
     ``ot.batch.solve_gromov_batch`` (if installed; ``max_iter=50, tol=0``: its default
     ``tol`` stops after one iteration) and ott-jax's entropic ``GromovWasserstein`` (if
-    installed: the ``bench-ott`` extra; one jitted, vmapped solve per chunk of pairs,
-    timed after compiling and a warm-up call) on the same pairs. Reports pairs per second,
+    installed: the ``bench-ott`` extra; one jitted solve per pair, supports padded to one
+    size, timed after compiling and a warm-up call) on the same pairs. Reports pairs per second,
     ``speedup`` = ours / POT entropic, ``max_rel_err`` of ours against POT entropic,
     ``spearman_vs_exact`` (rank correlation of ours with exact GW) and
     ``projected_s_n2000`` (the full matrix of 2000 heatmaps at our rate, same machine).
@@ -282,7 +282,6 @@ def _ott(
     pot: np.ndarray,
     *,
     metric: str = "sqeuclidean",
-    chunk: int = 8,
 ) -> dict[str, Any]:
     """ott-jax's entropic GW on the same pairs as POT, with POT's regularisation.
 
@@ -299,8 +298,6 @@ def _ott(
     metric : {"sqeuclidean", "euclidean"}
         Ground metric the costs were built with: ``sqeuclidean`` gives ott point clouds,
         which it solves through an exact rank-4 factorisation of the costs.
-    chunk : int
-        Pairs per vmapped call (one fixed shape: compiled once).
 
     Returns
     -------
@@ -341,36 +338,32 @@ def _ott(
             gx, gy = geometry.Geometry(cost_matrix=xa), geometry.Geometry(cost_matrix=xb)
         return solver(quadratic_problem.QuadraticProblem(gx, gy, a=a, b=b)).primal_cost
 
-    # One padded support size (zero weights, which ott's Sinkhorn masks) and one chunk
-    # size, so that XLA compiles once; jax computes in float32 unless x64 is enabled.
+    # One padded support size (zero weights, which ott's Sinkhorn masks) so that XLA
+    # compiles once; jax computes in float32 unless x64 is enabled. One call per pair:
+    # jax.vmap over pairs was 2-4x slower on one core (every pair then runs as many
+    # outer and Sinkhorn iterations as the slowest one of its batch).
     n = max(spaces[k].weights.size for pair in pairs for k in pair)
-    size = min(chunk, len(pairs))
-    padded = pairs + [pairs[-1]] * (-len(pairs) % size)
 
-    def arrays(ids: list[int]) -> tuple[Any, Any]:
-        x = np.zeros((len(ids), n, 2) if point_cloud else (len(ids), n, n), np.float32)
-        w = np.zeros((len(ids), n), np.float32)
-        for k, i in enumerate(ids):
-            m = spaces[i].weights.size
-            w[k, :m] = spaces[i].weights
-            if point_cloud:
-                x[k, :m] = spaces[i].coords
-            else:
-                x[k, :m, :m] = spaces[i].cost
+    def arrays(i: int) -> tuple[Any, Any]:
+        x = np.zeros((n, 2) if point_cloud else (n, n), np.float32)
+        w = np.zeros(n, np.float32)
+        m = spaces[i].weights.size
+        w[:m] = spaces[i].weights
+        if point_cloud:
+            x[:m] = spaces[i].coords
+        else:
+            x[:m, :m] = spaces[i].cost
         return jnp.asarray(x), jnp.asarray(w)
 
-    batches = []
-    for start in range(0, len(padded), size):
-        part = padded[start : start + size]
-        batches.append((*arrays([i for i, _ in part]), *arrays([j for _, j in part])))
+    inputs = [(*arrays(i), *arrays(j)) for i, j in pairs]
     t0 = time.perf_counter()
-    compiled = jax.jit(jax.vmap(solve)).lower(*batches[0]).compile()
+    compiled = jax.jit(solve).lower(*inputs[0]).compile()
     compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(*batches[0]))  # warm-up: first-run allocations
+    jax.block_until_ready(compiled(*inputs[0]))  # warm-up: first-run allocations
     t0 = time.perf_counter()
-    values = [jax.block_until_ready(compiled(*batch)) for batch in batches]
+    values = [jax.block_until_ready(compiled(*args)) for args in inputs]
     secs = time.perf_counter() - t0
-    value = np.concatenate([np.asarray(v, dtype=np.float64) for v in values])[: len(pairs)]
+    value = np.array([float(v) for v in values])
     ok = np.isfinite(value)
     return {
         "ott_pairs_per_s": round(len(pairs) / secs, 3),

@@ -16,7 +16,7 @@ distance, so that classes with different heatmap spread compare. A class with
 nothing flagged scores 0 and ranks last.
 
 Measured (README): on real GTSRB (43 classes, 3x3 sticker, p = 15 %) the
-attacked class scores 0.82 against at most 0.65 for the others; the criteria
+attacked class scores 0.82 against at most 0.64 for the others; the criteria
 the scan used first (eigengap, smallest cluster share, silhouette; still
 reported) ranked it 43rd, 1st by a hair and 40th, because all three depend on
 the class size and GTSRB's 30-frame tracks form small tight clusters.
