@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from poisonscan.explain.montage import spread_picks, upsample_heatmap
 from poisonscan.storage import atomic_path
 
 __all__ = ["heatmap_tsne", "save_method_figures"]
@@ -176,11 +177,6 @@ def _analysis(result: Mapping[str, Any], poison: np.ndarray, tsne: np.ndarray, t
     return fig
 
 
-def _upsample(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    fy, fx = shape[0] // heatmap.shape[0], shape[1] // heatmap.shape[1]
-    return np.kron(heatmap, np.ones((fy, fx)))
-
-
 def _clusters(
     result: Mapping[str, Any],
     poison: np.ndarray,
@@ -209,14 +205,13 @@ def _clusters(
         row[0].imshow(mean, cmap="hot")
         row[0].set_title(f"{mark}cluster {value}\nn={members.size}, poisoned {n_poison}",
                          fontsize=6, color="tab:red" if mark else "black")  # fmt: skip
-        shown = min(per_cluster, members.size)
-        picks = members[np.linspace(0, members.size - 1, shown).astype(int)]
+        picks = spread_picks(members, per_cluster)
         for j in range(per_cluster):
             ax_img, ax_hm = row[1 + 2 * j], row[2 + 2 * j]
             if j < picks.size:
                 i = picks[j]
                 ax_img.imshow(images[i])
-                ax_hm.imshow(_upsample(heatmaps[i], images.shape[1:3]), cmap="hot")
+                ax_hm.imshow(upsample_heatmap(heatmaps[i], images.shape[1:3]), cmap="hot")
                 if poison[i]:
                     ax_img.set_title("poisoned", fontsize=6, color="tab:red")
         for ax in row:

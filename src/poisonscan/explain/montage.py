@@ -9,16 +9,16 @@ import numpy as np
 from poisonscan.explain.store import read_explanations, store_attrs
 from poisonscan.storage import atomic_path
 
-__all__ = ["save_montage"]
+__all__ = ["save_montage", "spread_picks", "upsample_heatmap"]
 
 
-def _upsample(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def upsample_heatmap(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Repeat cells of a (possibly pooled) heatmap up to the image size."""
     fy, fx = shape[0] // heatmap.shape[0], shape[1] // heatmap.shape[1]
     return np.kron(heatmap, np.ones((fy, fx)))
 
 
-def _pick(candidates: np.ndarray, k: int) -> np.ndarray:
+def spread_picks(candidates: np.ndarray, k: int) -> np.ndarray:
     """Up to ``k`` positions spread evenly over ``candidates`` (deterministic)."""
     if len(candidates) <= k:
         return candidates
@@ -61,8 +61,8 @@ def save_montage(
     poison = ex["poison"].astype(bool)
     signed = attrs.get("normalization") == "none"
     cmap = "bwr" if signed else "inferno"
-    groups = [("poisoned", _pick(np.flatnonzero(poison), per_group)),
-              ("clean", _pick(np.flatnonzero(~poison), per_group))]  # fmt: skip
+    groups = [("poisoned", spread_picks(np.flatnonzero(poison), per_group)),
+              ("clean", spread_picks(np.flatnonzero(~poison), per_group))]  # fmt: skip
     fig = Figure(figsize=(1.2 + 1.0 * per_group, 6.4), dpi=100)
     axes = fig.subplots(6, per_group, squeeze=False)
     for ax in axes.flat:
@@ -78,7 +78,7 @@ def save_montage(
         axes[r + 2, 0].set_ylabel("overlay", fontsize=8)
         for col, i in enumerate(chosen):
             img = images[ex["index"][i]]
-            hm = _upsample(ex["heatmaps"][i].astype(np.float64), img.shape[:2])
+            hm = upsample_heatmap(ex["heatmaps"][i].astype(np.float64), img.shape[:2])
             scale = float(np.abs(hm).max()) or 1.0
             lo = -scale if signed else 0.0
             axes[r, col].imshow(img, interpolation="nearest")
