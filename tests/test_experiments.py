@@ -134,3 +134,22 @@ def test_the_quick_gtsrb_config_expands_to_its_subset_and_validates(tmp_path) ->
     config["dataset"]["path"] = str(tmp_path / "gtsrb32.npz")
     cfg = validate_config(config, load_schema(REPO / "config" / "schema.yaml"))
     assert sorted(cfg["scenarios"]) == sorted(["control", *names])
+
+
+def test_the_column_config_layers_all_five_poison_rates_on_the_quick_config(tmp_path) -> None:
+    import yaml
+    from conftest import REPO
+    from snakemake.utils import update_config
+
+    from poisonscan.config import load_schema, validate_config
+
+    config = yaml.safe_load((REPO / "config" / "gtsrb-quick.yaml").read_text())
+    # snakemake merges --configfile files in order, recursively
+    update_config(config, yaml.safe_load((REPO / "config" / "gtsrb-quick-column.yaml").read_text()))
+    names = [sc.name for sc in expand_matrix(config["matrix"])]
+    assert names == [f"standard_s3_p{p}" for p in (33, 15, 10, 5, 2)]
+    assert config["matrix"]["standard"]["source"] == 2 and config["training"]["epochs"] == 4
+    (tmp_path / "gtsrb32.npz").touch()
+    config["dataset"]["path"] = str(tmp_path / "gtsrb32.npz")
+    cfg = validate_config(config, load_schema(REPO / "config" / "schema.yaml"))
+    assert sorted(cfg["scenarios"]) == sorted(["control", *names])
