@@ -55,6 +55,17 @@ def test_detect_and_dask_modes_on_a_store(
     assert rows[0]["pairs"] == 45 and rows[0]["seconds"] > 0
 
 
+def test_knn_mode_reports_recall_per_round_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    rows = run(capsys, "--mode", "knn", "--synthetic", "--n", "24", "--support", "pool4",
+               "--epsilon", "0.05", "--tile", "8", "--k", "3", "--candidates", "4",
+               "--refine", "2", "--rounds", "0,3", "--workers", "1")  # fmt: skip
+    assert [r["max_rounds"] for r in rows] == [0, 3]
+    assert rows[0]["seconds_full"] == rows[1]["seconds_full"]  # one full matrix for both
+    assert rows[0]["rounds"] == 0 and rows[1]["rounds"] <= 3
+    assert rows[0]["pairs_knn"] <= rows[1]["pairs_knn"] <= rows[0]["pairs_full"] == 276
+    assert 0 < rows[0]["recall"] <= rows[1]["recall"] <= 1
+
+
 def test_ott_matches_pot_entropic_on_tiny_pairs() -> None:
     pytest.importorskip("ott")
     hm, _ = synthetic_heatmaps(6, seed=2)

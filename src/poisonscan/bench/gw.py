@@ -18,7 +18,8 @@ Modes (``--mode``), one JSON line per configuration:
     LocalCluster of ``--workers`` single-threaded workers.
 ``knn``
     The sparse kNN matrix against the full one (both through Dask): seconds, pairs,
-    recall of the exact ``--k``-NN graph.
+    recall of the exact ``--k``-NN graph; one line per ``--rounds`` value (comma-separated,
+    the full matrix is computed once).
 ``detect``
     Detection quality of SpRAy (kNN affinity, 2 clusters, smaller cluster flagged) on the
     GW matrix of ``--n`` heatmaps with ground truth, per ``--configs`` entry
@@ -77,7 +78,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--k", type=int, default=10, help="knn/detect: neighbours")
     p.add_argument("--candidates", type=int, default=20)
     p.add_argument("--refine", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--rounds", default="5",
+                   help="knn: max rounds, comma-separated (one full matrix for all)")  # fmt: skip
     p.add_argument("--bound", default="slb", choices=list(distances.BOUNDS))
     p.add_argument("--configs", default="pot_exact:pool8+mass0.99:0,batched:pool8+mass0.99:0.005",
                    help="detect: solver:support:epsilon, comma-separated")  # fmt: skip
@@ -93,7 +95,7 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.mode == "dask":
             return [dask_row(hm, args)]
         if args.mode == "knn":
-            return [knn_row(hm, args)]
+            return knn_rows(hm, args)
         return detect_rows(hm, poison, args)
 
 
@@ -413,33 +415,37 @@ def dask_row(hm: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def knn_row(hm: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
-    """The ``knn`` mode: sparse kNN matrix against the full one."""
+def knn_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The ``knn`` mode: sparse kNN matrices (one per ``--rounds`` value) against the full one."""
     from poisonscan.parallel import dask_client
 
     support = args.support.split(",")[0]
     eps = float(args.epsilon.split(",")[0])
     params = _params_from_args(args, eps, support, hm.shape[1])
-    knn = distances.KNNParams(
-        n_neighbors=args.k, candidates=args.candidates, refine=args.refine,
-        max_rounds=args.rounds, bound=args.bound,
-    )  # fmt: skip
+    n_pairs = len(hm) * (len(hm) - 1) // 2
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         full, t_full = _dask_matrix(hm, params, args, tmp)
         src = _write_group(tmp, hm)
-        with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
-            client.run(lambda: None)
-            (sparse, info), t_knn = _timed(distances.gw_knn_matrix, src, params, knn, client)
-    n_pairs = len(hm) * (len(hm) - 1) // 2
-    return {
-        "mode": "knn", "n": len(hm), "support": support, "epsilon": eps, "k": args.k,
-        "bound": args.bound, "candidates": args.candidates, "refine": args.refine,
-        "rounds": info["rounds"], "pairs_full": n_pairs, "pairs_knn": info["pairs"],
-        "fraction": round(info["fraction"], 4), "seconds_full": round(t_full, 1),
-        "seconds_knn": round(t_knn, 1), "seconds_bound": round(info["seconds_bound"], 2),
-        "speedup": round(t_full / t_knn, 2),
-        "recall": round(distances.knn_recall(full, sparse, args.k), 4),
-    }  # fmt: skip
+        for max_rounds in (int(r) for r in str(args.rounds).split(",")):
+            knn = distances.KNNParams(
+                n_neighbors=args.k, candidates=args.candidates, refine=args.refine,
+                max_rounds=max_rounds, bound=args.bound,
+            )  # fmt: skip
+            with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
+                client.run(lambda: None)
+                (sparse, info), t_knn = _timed(distances.gw_knn_matrix, src, params, knn, client)
+            rows.append({
+                "mode": "knn", "n": len(hm), "support": support, "epsilon": eps, "k": args.k,
+                "bound": args.bound, "candidates": args.candidates, "refine": args.refine,
+                "max_rounds": max_rounds, "rounds": info["rounds"], "pairs_full": n_pairs,
+                "pairs_knn": info["pairs"], "fraction": round(info["fraction"], 4),
+                "seconds_full": round(t_full, 1), "seconds_knn": round(t_knn, 1),
+                "seconds_bound": round(info["seconds_bound"], 2),
+                "speedup": round(t_full / t_knn, 2),
+                "recall": round(distances.knn_recall(full, sparse, args.k), 4),
+            })  # fmt: skip
+    return rows
 
 
 def detect_rows(
