@@ -118,6 +118,22 @@ def test_padding_and_batch_company_do_not_change_values() -> None:
 
 
 @pytest.mark.parametrize("metric", ["sqeuclidean", "euclidean"])
+def test_full_grid_support_drops_zero_cells_without_changing_the_value(metric: str) -> None:
+    hm = blob_heatmaps(2, seed=5)
+    hm[:, :3, :] = 0.0  # real LRP heatmaps have cells without relevance
+    params = GWParams(solver="batched", pool=2, mass=None, metric=metric, epsilon=0.02,
+                      dtype="float64", rtol=1e-9, inner_tol=1e-10)  # fmt: skip
+    clouds = prepare_spaces(hm, params)
+    grid = [heatmap_support(h, 2, None) for h in hm]
+    assert all((c.weights > 0).all() for c in clouds)
+    assert clouds[0].weights.size < grid[0][1].size == 64
+    kept = solve_pairs(clouds, clouds, [(0, 1)], params)[0]
+    opts = BatchedGWOptions(epsilon=0.02, dtype="float64", rtol=1e-9, inner_tol=1e-10)
+    with_zeros = batched_entropic_gw(*pack([grid[0]]), *pack([grid[1]]), opts, metric=metric)[0]
+    assert kept == pytest.approx(with_zeros, rel=1e-7)
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "euclidean"])
 def test_batched_is_symmetric(metric: str) -> None:
     clouds = [heatmap_support(h, 2, None) for h in blob_heatmaps(6, seed=4)]
     a, b = [clouds[i] for i in (0, 2, 4)], [clouds[i] for i in (1, 3, 5)]
