@@ -88,6 +88,21 @@ def test_markdown_tables_one_per_block_with_mean_and_sd_in_percent() -> None:
     assert "| – | 1 | – | – | 90.00 | – |" in clean
 
 
+def test_markdown_rows_list_grid_points_like_the_reference_tables() -> None:
+    rows = [
+        {"matrix_block": "std", "grid_point": f"sticker_size={s} poison_rate={p}", "method": "ac",
+         "acc": "1"}
+        for s, p in ((3, 0.1), (3, 0.02), (3, 0.33), (1, 0.33), (3, 0.15))
+    ]  # fmt: skip
+    text = markdown_tables(aggregate(rows), ["ac"], metrics=("acc",))
+    points = [line.split(" | ")[0][2:] for line in text.splitlines()[4:]]
+    assert points == [
+        "sticker_size=3 poison_rate=0.33", "sticker_size=3 poison_rate=0.15",
+        "sticker_size=3 poison_rate=0.1", "sticker_size=3 poison_rate=0.02",
+        "sticker_size=1 poison_rate=0.33",
+    ]  # fmt: skip
+
+
 def test_the_reference_matrix_expands_to_exactly_the_expected_scenarios() -> None:
     import yaml
     from conftest import REPO

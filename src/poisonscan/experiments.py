@@ -175,6 +175,19 @@ def _cell(row: Mapping[str, Any], key: str, scale: float = 100.0) -> str:
     return f"{mean * scale:.2f}"
 
 
+def _point_order(label: str) -> tuple[tuple[int, float, str], ...]:
+    """Sort key of a grid point label ``"k1=v1 k2=v2"``: numbers descending, as the reference's
+    tables list p (33 % first) and amplitudes (128 first); other values alphabetically."""
+    key = []
+    for token in label.split():
+        value = token.partition("=")[2]
+        try:
+            key.append((0, -float(value), ""))
+        except ValueError:
+            key.append((1, 0.0, value))
+    return tuple(key)
+
+
 def markdown_tables(
     aggregated: Sequence[Mapping[str, Any]],
     methods: Sequence[str],
@@ -182,7 +195,8 @@ def markdown_tables(
 ) -> str:
     """One markdown table per matrix block, laid out like the reference study's tables.
 
-    Rows are grid points; columns the attack success rate and clean accuracy
+    Rows are grid points (numbers descending, see :func:`_point_order`); columns the attack
+    success rate and clean accuracy
     (from the first method's rows, they are per scenario), then ``metrics`` of
     every method in ``methods``, in percent, ``mean ± sd`` over repetitions.
     """
@@ -198,7 +212,7 @@ def markdown_tables(
         ]
         lines = [f"### {block or '(scenarios outside the matrix)'}", "",
                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]  # fmt: skip
-        for point, rows in points.items():
+        for point, rows in sorted(points.items(), key=lambda item: _point_order(item[0])):
             first = next(iter(rows.values()))
             cells = [point or "–", str(first["n"]), _cell(first, "asr"), _cell(first, "clean_acc")]
             for m in present:
