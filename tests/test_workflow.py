@@ -81,6 +81,25 @@ def test_workflow_writes_summary_with_every_method(finished_run: Path) -> None:
 
 
 @pytest.mark.slow
+def test_report_embeds_every_figure_of_the_run(finished_run: Path) -> None:
+    import json
+
+    report = finished_run / "report.html"
+    proc = run_snakemake(finished_run, "--configfile", str(finished_run / "config.yaml"),
+                         "--report", str(report))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    html = report.read_text()
+    results = json.loads(re.search(r"var results = (\{.*?\});\s*</script>", html, re.S)[1])
+    embedded = {Path(f).name for f, r in results.items() if r["data_uri"].startswith("data:")}
+    methods = ["ac", "gw_kmeans", "hc_gw", "hc_l2", "raw", "ss"]
+    assert embedded >= {f"{m}_{fig}.png" for m in methods for fig in ("analysis", "clusters")}
+    assert embedded >= {
+        "attack_montage.png", "training_curve.png", "explain_montage.png", "scan.png",
+        "dataset_montage.png", "tables.md", "summary.csv",
+    }  # fmt: skip
+
+
+@pytest.mark.slow
 def test_second_run_does_nothing(finished_run: Path) -> None:
     proc = run_snakemake(finished_run, "--configfile", str(finished_run / "config.yaml"), "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
