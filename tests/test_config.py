@@ -133,3 +133,28 @@ def test_distance_methods_are_validated() -> None:
         validate_config(only_l2, SCHEMA)
     with pytest.raises(ConfigError, match=r"distances.methods.0': 'cosine' is not allowed"):
         validate_config(with_change("distances.methods", ["cosine"]), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        ["config.yaml"],
+        ["gtsrb.yaml"],
+        ["gtsrb.yaml", "gtsrb-matrix.yaml"],
+        ["gtsrb-quick.yaml"],
+        ["gtsrb-quick.yaml", "gtsrb-quick-column.yaml"],
+        ["gtsrb-column.yaml"],
+    ],
+    ids=lambda files: "+".join(files),
+)
+def test_every_shipped_config_validates_as_documented(files: list[str], tmp_path: Path) -> None:
+    """The combinations README and the config headers tell users to pass to --configfile."""
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    for name in files:  # snakemake merges --configfile files in order, recursively
+        update_config(config, yaml.safe_load((REPO / "config" / name).read_text()))
+    if config["dataset"]["name"] == "gtsrb":
+        (tmp_path / "gtsrb32.npz").touch()  # the path must exist; the data is not read
+        config["dataset"]["path"] = str(tmp_path / "gtsrb32.npz")
+    assert validate_config(config, SCHEMA)["scenarios"]
