@@ -66,6 +66,19 @@ def test_knn_mode_reports_recall_per_round_limit(capsys: pytest.CaptureFixture[s
     assert 0 < rows[0]["recall"] <= rows[1]["recall"] <= 1
 
 
+def test_knn_recall_from_sampled_rows_equals_the_full_matrix_on_all_rows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    common = ["--mode", "knn", "--synthetic", "--n", "16", "--support", "pool4", "--epsilon",
+              "0", "--tile", "8", "--k", "3", "--candidates", "3", "--refine", "1",
+              "--rounds", "1", "--workers", "1"]  # fmt: skip
+    full = run(capsys, *common)[0]
+    sampled = run(capsys, *common, "--recall-rows", "16")[0]  # every row: the same recall
+    assert sampled["solver"] == "pot_exact" and sampled["recall_rows"] == 16
+    assert sampled["recall"] == pytest.approx(full["recall"], abs=1e-9)
+    assert sampled["pairs_knn"] == full["pairs_knn"] and sampled["recall_se"] >= 0
+
+
 def test_ott_matches_pot_entropic_on_tiny_pairs() -> None:
     pytest.importorskip("ott")
     hm, _ = synthetic_heatmaps(6, seed=2)

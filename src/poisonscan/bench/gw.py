@@ -19,7 +19,8 @@ Modes (``--mode``), one JSON line per configuration:
 ``knn``
     The sparse kNN matrix against the full one (both through Dask): seconds, pairs,
     recall of the exact ``--k``-NN graph; one line per ``--rounds`` value (comma-separated,
-    the full matrix is computed once).
+    the full matrix is computed once). ``--recall-rows R`` estimates the recall from R
+    random full rows instead of the full matrix (large n with a slow solver).
 ``detect``
     Detection quality of SpRAy (kNN affinity, 2 clusters, smaller cluster flagged) on the
     GW matrix of ``--n`` heatmaps with ground truth, per ``--configs`` entry
@@ -81,6 +82,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--rounds", default="5",
                    help="knn: max rounds, comma-separated (one full matrix for all)")  # fmt: skip
     p.add_argument("--bound", default="slb", choices=list(distances.BOUNDS))
+    p.add_argument("--recall-rows", type=int, default=0,
+                   help="knn: estimate recall from this many random full rows instead of "
+                        "the full matrix (0: full matrix)")  # fmt: skip
     p.add_argument("--configs", default="pot_exact:pool8+mass0.99:0,batched:pool8+mass0.99:0.005",
                    help="detect: solver:support:epsilon, comma-separated")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
@@ -415,18 +419,65 @@ def dask_row(hm: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _exact_rows(src: str, n: int, params: Any, args: argparse.Namespace):
+    """``(rows, values (R, n), seconds)``: every pair of ``--recall-rows`` random heatmaps."""
+    from poisonscan.distances._knn import compute_pairs
+    from poisonscan.parallel import dask_client
+
+    rows = np.sort(np.random.default_rng(args.seed).choice(n, args.recall_rows, replace=False))
+    pairs = {(min(i, j), max(i, j)) for i in rows for j in range(n) if j != i}
+    todo = np.array(sorted(pairs), dtype=np.int64)
+    chunks = np.array_split(todo, max(1, len(todo) // 2048))
+    with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
+        client.run(lambda: None)
+        t0 = time.perf_counter()
+        futures = client.map(compute_pairs, [src] * len(chunks), chunks,
+                             [params] * len(chunks), pure=False)  # fmt: skip
+        done = client.gather(futures)
+        secs = time.perf_counter() - t0
+    d = np.full((n, n), np.nan)
+    for p, v in done:
+        d[p[:, 0], p[:, 1]] = d[p[:, 1], p[:, 0]] = v
+    d[rows, rows] = 0.0
+    return rows, d[rows], secs, len(todo)
+
+
+def _row_recall(rows: np.ndarray, exact: np.ndarray, sparse: np.ndarray, k: int) -> np.ndarray:
+    """Per sampled row: the share of its exact k-NN that ``sparse`` (n, n) ranks in its k-NN."""
+    out = []
+    for r, i in enumerate(rows):
+        e = exact[r].copy()
+        e[i] = np.inf
+        s = sparse[i].copy()
+        s[i] = np.inf
+        truth = np.argsort(e, kind="stable")[:k]
+        found = np.argsort(s, kind="stable")[:k]
+        out.append(len(np.intersect1d(truth, found)) / k)
+    return np.asarray(out)
+
+
 def knn_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The ``knn`` mode: sparse kNN matrices (one per ``--rounds`` value) against the full one."""
+    """The ``knn`` mode: sparse kNN matrices (one per ``--rounds`` value) against the full one.
+
+    With ``--recall-rows R`` the exact k-NN come from R random full rows instead (recall is then
+    an estimate with its standard error, and ``seconds_full`` is projected from those rows).
+    """
     from poisonscan.parallel import dask_client
 
     support = args.support.split(",")[0]
     eps = float(args.epsilon.split(",")[0])
     params = _params_from_args(args, eps, support, hm.shape[1])
-    n_pairs = len(hm) * (len(hm) - 1) // 2
-    rows = []
+    n = len(hm)
+    n_pairs = n * (n - 1) // 2
+    out = []
     with tempfile.TemporaryDirectory() as tmp:
-        full, t_full = _dask_matrix(hm, params, args, tmp)
-        src = _write_group(tmp, hm)
+        if args.recall_rows:
+            src = _write_group(tmp, hm)
+            rows, exact, secs, done = _exact_rows(src, n, params, args)
+            t_full = secs * n_pairs / done
+        else:
+            full, t_full = _dask_matrix(hm, params, args, tmp)
+            src = _write_group(tmp, hm)
         for max_rounds in (int(r) for r in str(args.rounds).split(",")):
             knn = distances.KNNParams(
                 n_neighbors=args.k, candidates=args.candidates, refine=args.refine,
@@ -435,17 +486,24 @@ def knn_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
             with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
                 client.run(lambda: None)
                 (sparse, info), t_knn = _timed(distances.gw_knn_matrix, src, params, knn, client)
-            rows.append({
-                "mode": "knn", "n": len(hm), "support": support, "epsilon": eps, "k": args.k,
-                "bound": args.bound, "candidates": args.candidates, "refine": args.refine,
-                "max_rounds": max_rounds, "rounds": info["rounds"], "pairs_full": n_pairs,
-                "pairs_knn": info["pairs"], "fraction": round(info["fraction"], 4),
-                "seconds_full": round(t_full, 1), "seconds_knn": round(t_knn, 1),
-                "seconds_bound": round(info["seconds_bound"], 2),
+            row = {
+                "mode": "knn", "n": n, "support": support, "epsilon": eps,
+                "solver": params.solver, "k": args.k, "bound": args.bound,
+                "candidates": args.candidates, "refine": args.refine, "max_rounds": max_rounds,
+                "rounds": info["rounds"], "pairs_full": n_pairs, "pairs_knn": info["pairs"],
+                "fraction": round(info["fraction"], 4), "seconds_full": round(t_full, 1),
+                "seconds_knn": round(t_knn, 1), "seconds_bound": round(info["seconds_bound"], 2),
                 "speedup": round(t_full / t_knn, 2),
-                "recall": round(distances.knn_recall(full, sparse, args.k), 4),
-            })  # fmt: skip
-    return rows
+            }  # fmt: skip
+            if args.recall_rows:
+                per_row = _row_recall(rows, exact, sparse, args.k)
+                row["recall_rows"] = len(rows)
+                row["recall"] = round(float(per_row.mean()), 4)
+                row["recall_se"] = round(float(per_row.std(ddof=1) / np.sqrt(len(rows))), 4)
+            else:
+                row["recall"] = round(distances.knn_recall(full, sparse, args.k), 4)
+            out.append(row)
+    return out
 
 
 def detect_rows(
