@@ -419,8 +419,14 @@ def dask_row(hm: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _exact_rows(src: str, n: int, params: Any, args: argparse.Namespace):
-    """``(rows, values (R, n), seconds)``: every pair of ``--recall-rows`` random heatmaps."""
+def _exact_rows(
+    src: str, n: int, params: Any, args: argparse.Namespace
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """GW of ``--recall-rows`` random heatmaps against all others, through Dask.
+
+    Returns the sorted row indices (R,), their rows of the matrix (R, n), the seconds and
+    the number of pairs solved.
+    """
     from poisonscan.distances._knn import compute_pairs
     from poisonscan.parallel import dask_client
 
