@@ -31,8 +31,9 @@ def test_pairs_mode_reports_speed_and_agreement(capsys: pytest.CaptureFixture[st
         assert row["max_rel_err"] <= 1e-3
         assert -1 <= row["spearman_vs_exact"] <= 1
         assert row["projected_s_n2000"] > 0
+        # ot.batch runs on the padded supports of mass0.5 too (tiny padding mass)
+        assert row["ot_batch_pairs_per_s"] > 0 and np.isfinite(row["ot_batch_median_over_pot"])
     assert rows[0]["mean_support_size"] == 64.0  # an 8x8 grid
-    assert rows[1]["ot_batch_pairs_per_s"] is None  # padded supports: not comparable
 
 
 def test_detect_and_dask_modes_on_a_store(

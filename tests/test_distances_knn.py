@@ -19,6 +19,7 @@ from poisonscan.distances import (
     gw_knn_matrix,
     heatmap_to_mm_space,
     knn_recall,
+    knn_row_recall,
     prepare_spaces,
     read_distance_store,
     second_lower_bound,
@@ -78,6 +79,17 @@ def test_knn_recall_counts_shared_neighbours() -> None:
     sparse = exact.copy()
     sparse[0, 1] = sparse[1, 0] = math.inf  # 0 and 1 lose each other
     assert knn_recall(exact, sparse, 1) == pytest.approx(0.5)
+
+
+def test_knn_row_recall_scores_sampled_rows_of_the_exact_matrix() -> None:
+    exact = np.array([[0, 1, 2, 3], [1, 0, 4, 5], [2, 4, 0, 6], [3, 5, 6, 0]], float)
+    sparse = exact.copy()
+    sparse[0, 1] = sparse[1, 0] = math.inf
+    rows = np.array([3, 0])
+    # row 3 keeps its nearest neighbour (0); row 0 loses 1 and finds 2
+    np.testing.assert_allclose(knn_row_recall(exact[rows], sparse, 1, rows), [1.0, 0.0])
+    every = knn_row_recall(exact, sparse, 1, np.arange(4))
+    assert every.mean() == pytest.approx(knn_recall(exact, sparse, 1))
 
 
 def write_group(path: Path, hm: np.ndarray) -> str:

@@ -253,18 +253,17 @@ def _ot_batch(spaces: list[Any], pairs: list[tuple[int, int]], eps: float, pot: 
         from ot.batch import solve_gromov_batch
     except ImportError:
         return {"ot_batch_pairs_per_s": None}
-    sizes = {spaces[k].weights.size for pair in pairs for k in pair}
-    if len(sizes) > 1:  # its log-domain solver takes no zero-mass padding (NaN)
-        return {"ot_batch_pairs_per_s": None, "ot_batch_median_over_pot": None}
-    n = sizes.pop()
+    n = max(spaces[k].weights.size for pair in pairs for k in pair)
 
     def pad(ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        # Its log-domain solver takes the log of the weights, so zero-mass padding gives
+        # NaN; a padding mass of 1e-12 moved its values by 2e-7 relative (measured).
         c = np.zeros((len(ids), n, n))
-        w = np.zeros((len(ids), n))
+        w = np.full((len(ids), n), 1e-12)
         for k, i in enumerate(ids):
             m = spaces[i].weights.size
             c[k, :m, :m], w[k, :m] = spaces[i].cost, spaces[i].weights
-        return c, w
+        return c, w / w.sum(1, keepdims=True)
 
     ca, a = pad([i for i, _ in pairs])
     cb, b = pad([j for _, j in pairs])
@@ -427,39 +426,20 @@ def _exact_rows(
     Returns the sorted row indices (R,), their rows of the matrix (R, n), the seconds and
     the number of pairs solved.
     """
-    from poisonscan.distances._knn import compute_pairs
     from poisonscan.parallel import dask_client
 
     rows = np.sort(np.random.default_rng(args.seed).choice(n, args.recall_rows, replace=False))
     pairs = {(min(i, j), max(i, j)) for i in rows for j in range(n) if j != i}
     todo = np.array(sorted(pairs), dtype=np.int64)
-    chunks = np.array_split(todo, max(1, len(todo) // 2048))
     with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
         client.run(lambda: None)
         t0 = time.perf_counter()
-        futures = client.map(compute_pairs, [src] * len(chunks), chunks,
-                             [params] * len(chunks), pure=False)  # fmt: skip
-        done = client.gather(futures)
+        done, values = distances.gw_pair_values(src, todo, params, client, what="exact-row tasks")
         secs = time.perf_counter() - t0
     d = np.full((n, n), np.nan)
-    for p, v in done:
-        d[p[:, 0], p[:, 1]] = d[p[:, 1], p[:, 0]] = v
+    d[done[:, 0], done[:, 1]] = d[done[:, 1], done[:, 0]] = values
     d[rows, rows] = 0.0
     return rows, d[rows], secs, len(todo)
-
-
-def _row_recall(rows: np.ndarray, exact: np.ndarray, sparse: np.ndarray, k: int) -> np.ndarray:
-    """Per sampled row: the share of its exact k-NN that ``sparse`` (n, n) ranks in its k-NN."""
-    out = []
-    for r, i in enumerate(rows):
-        e = exact[r].copy()
-        e[i] = np.inf
-        s = sparse[i].copy()
-        s[i] = np.inf
-        truth = np.argsort(e, kind="stable")[:k]
-        found = np.argsort(s, kind="stable")[:k]
-        out.append(len(np.intersect1d(truth, found)) / k)
-    return np.asarray(out)
 
 
 def knn_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -502,7 +482,7 @@ def knn_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
                 "speedup": round(t_full / t_knn, 2),
             }  # fmt: skip
             if args.recall_rows:
-                per_row = _row_recall(rows, exact, sparse, args.k)
+                per_row = distances.knn_row_recall(exact, sparse, args.k, rows)
                 row["recall_rows"] = len(rows)
                 row["recall"] = round(float(per_row.mean()), 4)
                 row["recall_se"] = round(float(per_row.std(ddof=1) / np.sqrt(len(rows))), 4)

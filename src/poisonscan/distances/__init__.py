@@ -34,7 +34,9 @@ from poisonscan.distances._knn import (
     KNNParams,
     distance_quantiles,
     gw_knn_matrix,
+    gw_pair_values,
     knn_recall,
+    knn_row_recall,
     second_lower_bound,
 )
 from poisonscan.distances._params import SOLVERS, GWParams
@@ -63,9 +65,11 @@ __all__ = [
     "gromov_wasserstein",
     "gw_distance_matrix",
     "gw_knn_matrix",
+    "gw_pair_values",
     "heatmap_support",
     "heatmap_to_mm_space",
     "knn_recall",
+    "knn_row_recall",
     "prepare_spaces",
     "read_distance_store",
     "second_lower_bound",

@@ -42,6 +42,10 @@ What makes it fast
   meets ``inner_tol``.
 * **Active sets.** Converged problems leave the batch, in the outer and in the
   inner loop, so a batch does not run at the pace of its slowest pair.
+* **No large tensor allocated in the loop.** Plans and kernels live in three (B, N, M)
+  buffers that the outer loop rotates; finished problems are compacted in place. Every
+  pass over these tensors is memory-bound, and on the CPU a fresh tensor of this size
+  cost several times the pass (page faults): the buffers made 16x16 grids 1.25x faster.
 * **Zero-mass padding.** Clouds of different sizes share one batch by padding
   with points of zero mass; such rows/columns of every plan stay exactly 0 and do
   not change the value.
@@ -387,7 +391,13 @@ def _solve(
     work.padded = bool((p1 <= 0).any() or (p2 <= 0).any())
     shared_c1 = None if c1 is None or c1.ndim == 3 else c1.to(dtype)
     shared_c2 = None if c2 is None or c2.ndim == 3 else c2.to(dtype)
-    plan = work.p[:, :, None] * work.q[:, None, :]
+    # Three (B, N, M) buffers take every plan and kernel of the loop: each pass over them
+    # is memory-bound, and on the CPU a freshly allocated tensor of this size cost more
+    # than the pass itself (page faults; measured 3.1 vs 0.4 ms for one subtraction).
+    plan, spare, kern_buf = (
+        torch.empty(n_pairs, n, m, dtype=dtype, device=device) for _ in range(3)
+    )
+    torch.mul(work.p[:, :, None], work.q[:, None, :], out=plan)
     work.inner_tol.fill_(max(opt.inner_tol, opt.inner_factor))
 
     values = np.full(n_pairs, np.nan)
@@ -408,18 +418,21 @@ def _solve(
         converged[cpu_ids] = ok
 
     for it in range(1, opt.max_iter + 1):
-        logk = _log_kernel(plan, work, shared_c1, shared_c2, scale, low_rank)
-        new_plan, err = _sinkhorn(logk, work, opt)
-        diff = new_plan - plan
+        b = plan.shape[0]
+        logk = _log_kernel(plan, work, shared_c1, shared_c2, scale, low_rank, kern_buf[:b])
+        new_plan, err = _sinkhorn(logk, work, opt, spare[:b])
+        del logk
+        diff = torch.sub(new_plan, plan, out=plan)  # the old plan is not needed again
         d_fro = torch.linalg.vector_norm(diff, dim=(1, 2)).double()
-        d_l1 = diff.abs().sum((1, 2)).double()
-        del diff, logk
+        # abs_ + sum: vector_norm(ord=1) took 7x longer (measured)
+        d_l1 = diff.abs_().sum((1, 2)).double()
+        del diff
         if opt.rtol > 0:
             t_fro = torch.linalg.vector_norm(new_plan, dim=(1, 2)).double()
             threshold = torch.clamp(opt.rtol * t_fro, min=opt.tol)
         else:
             threshold = opt.tol
-        plan = new_plan
+        plan, spare = new_plan, plan
         if not torch.isfinite(d_fro).all():
             bad = work.idx[~torch.isfinite(d_fro)].cpu().tolist()
             raise FloatingPointError(
@@ -438,7 +451,7 @@ def _solve(
             if not keep.any():
                 break
             work = work.select(keep)
-            plan = plan[keep]
+            plan = _compact(plan, keep)
             d_l1 = d_l1[keep]
         if opt.inner_factor > 0:
             work.inner_tol = torch.clamp(opt.inner_factor * d_l1, min=opt.inner_tol)
@@ -446,10 +459,28 @@ def _solve(
     return values, info
 
 
+def _compact(t: Any, keep: Any) -> Any:
+    """Move the kept problems (dim 0) of ``t`` to its front, in place; return that view."""
+    kept = keep.nonzero()[:, 0].tolist()
+    for j, i in enumerate(kept):
+        if i != j:
+            t[j].copy_(t[i])
+    return t[: len(kept)]
+
+
 def _log_kernel(
-    plan: Any, w: _Batch, shared_c1: Any, shared_c2: Any, scale: float, low_rank: bool
+    plan: Any,
+    w: _Batch,
+    shared_c1: Any,
+    shared_c2: Any,
+    scale: float,
+    low_rank: bool,
+    out: Any,
 ) -> Any:
-    """``4 C1 T C2 / eps + alpha 1^T + 1 beta^T``, rows shifted to max 0 (updates alpha, beta)."""
+    """``4 C1 T C2 / eps + alpha 1^T + 1 beta^T`` into ``out``, rows shifted to max 0.
+
+    Updates ``w.alpha`` and ``w.beta`` by the shifts.
+    """
     import torch
 
     if low_rank:
@@ -458,11 +489,11 @@ def _log_kernel(
         ones_m = torch.ones_like(w.beta)[..., None]
         left = torch.cat([torch.bmm(w.u1, core), w.alpha[..., None], ones_n], -1)
         right = torch.cat([w.v2, ones_m, w.beta[..., None]], -1)
-        logk = torch.bmm(left, right.transpose(1, 2))
+        logk = torch.bmm(left, right.transpose(1, 2), out=out)
     else:
         c1 = shared_c1 if shared_c1 is not None else w.c1
         c2 = shared_c2 if shared_c2 is not None else w.c2
-        logk = torch.matmul(torch.matmul(c1, plan), c2).mul_(scale)
+        logk = torch.matmul(torch.matmul(c1, plan), c2, out=out).mul_(scale)
         logk += w.alpha[:, :, None]
         logk += w.beta[:, None, :]
     row_ok, col_ok = w.p > 0, w.q > 0
@@ -502,10 +533,11 @@ def _row_sums(kern: Any, v: Any) -> Any:
     return out
 
 
-def _sinkhorn(logk: Any, w: _Batch, opt: BatchedGWOptions) -> tuple[Any, Any]:
+def _sinkhorn(logk: Any, w: _Batch, opt: BatchedGWOptions, plans: Any) -> tuple[Any, Any]:
     """Scaling Sinkhorn on ``exp(logk)`` for every problem of ``w``; updates alpha, beta.
 
-    Returns the plans (b, N, M) and the final L1 column-marginal errors (b,), float64.
+    Overwrites ``logk`` and writes the plans into ``plans`` (b, N, M). Returns the plans
+    and the final L1 column-marginal errors (b,), float64.
     Problems that meet their tolerance keep iterating (which only refines them) until
     a quarter of the batch has finished; then they are stored and leave the batch.
     """
@@ -515,7 +547,6 @@ def _sinkhorn(logk: Any, w: _Batch, opt: BatchedGWOptions) -> tuple[Any, Any]:
     b = kern.shape[0]
     tiny = torch.finfo(kern.dtype).tiny
     big, small = math.exp(_ABSORB), math.exp(-_ABSORB)
-    plans = torch.empty_like(kern)
     errors = torch.empty(b, dtype=torch.float64, device=kern.device)
     rows = torch.arange(b, device=kern.device)  # position in w of each active problem
     p, q, tol = w.p, w.q, w.inner_tol.to(kern.dtype)
@@ -540,7 +571,8 @@ def _sinkhorn(logk: Any, w: _Batch, opt: BatchedGWOptions) -> tuple[Any, Any]:
             if n_fin == kern.shape[0]:
                 break
             keep = ~fin
-            kern, rows, p, q, tol = kern[keep], rows[keep], p[keep], q[keep], tol[keep]
+            kern = _compact(kern, keep)
+            rows, p, q, tol = rows[keep], p[keep], q[keep], tol[keep]
             row_ok, col_ok, ktu = row_ok[keep], col_ok[keep], ktu[keep]
             u = u[keep]
         v = q / ktu.clamp_min(tiny)
@@ -550,7 +582,7 @@ def _sinkhorn(logk: Any, w: _Batch, opt: BatchedGWOptions) -> tuple[Any, Any]:
         if bool((u.amax() > big) | (v.amax() > big) | (u_min < small) | (v_min < small)):
             us = torch.where(row_ok, u, 1.0)
             vs = torch.where(col_ok, v, 1.0)
-            kern = kern * us[:, :, None] * vs[:, None, :]
+            kern.mul_(us[:, :, None]).mul_(vs[:, None, :])
             alpha[rows] += us.log()
             beta[rows] += vs.log()
             v = col_ok.to(kern.dtype)
@@ -580,8 +612,9 @@ def _store(
     ud, vd = u[done], v[done]
     if bool(done.all()) and ids.numel() == plans.shape[0]:  # rows are 0..b-1
         torch.mul(kern, ud[:, :, None], out=plans).mul_(vd[:, None, :])
-    else:
-        plans[ids] = ud[:, :, None] * kern[done] * vd[:, None, :]
+    else:  # one problem at a time: no temporary of the batch's size
+        for j, i in enumerate(done.nonzero()[:, 0].tolist()):
+            torch.mul(kern[i], ud[j, :, None], out=plans[ids[j]]).mul_(vd[j, None, :])
     errors[ids] = err[done].double()
     alpha[ids] += torch.where(row_ok[done], ud.log(), torch.zeros_like(ud))
     beta[ids] += torch.where(col_ok[done], vd.log(), torch.zeros_like(vd))

@@ -57,7 +57,9 @@ __all__ = [
     "compute_pairs",
     "distance_quantiles",
     "gw_knn_matrix",
+    "gw_pair_values",
     "knn_recall",
+    "knn_row_recall",
     "second_lower_bound",
 ]
 
@@ -83,7 +85,9 @@ class KNNParams:
     bound : {"slb", "euclidean", "slb+euclidean"}
         Score that ranks partners (later rounds rank by the first one).
     max_rounds : int
-        Neighbour-of-neighbour rounds after round 0 (0: candidates only).
+        Neighbour-of-neighbour rounds after round 0 (0: candidates only). With the
+        defaults, 10 rounds found 96.6 % of the exact 10-NN edges of 2000 real GTSRB
+        heatmaps (5 rounds: 74 %; README, GW at scale).
     quantiles : int
         Midpoints of the quantile functions in the SLB.
     pairs_per_task : int
@@ -94,7 +98,7 @@ class KNNParams:
     candidates: int = 20
     refine: int = 10
     bound: str = "slb"
-    max_rounds: int = 5
+    max_rounds: int = 10
     quantiles: int = 256
     pairs_per_task: int = 2048
 
@@ -291,7 +295,9 @@ def gw_knn_matrix(
         n, knn.n_neighbors, knn.bound, t_bound, len(todo), total_pairs,
     )  # fmt: skip
     while len(todo):
-        pairs, values = _solve(heatmap_store, todo, params, knn, client, log, rounds)
+        pairs, values = gw_pair_values(heatmap_store, todo, params, client, log=log,
+                                       pairs_per_task=knn.pairs_per_task,
+                                       what=f"round {rounds} tasks")  # fmt: skip
         d[pairs[:, 0], pairs[:, 1]] = values
         d[pairs[:, 1], pairs[:, 0]] = values
         solved[pairs[:, 0], pairs[:, 1]] = solved[pairs[:, 1], pairs[:, 0]] = True
@@ -315,22 +321,47 @@ def gw_knn_matrix(
     return d, info
 
 
-def _solve(
+def gw_pair_values(
     heatmap_store: str,
     todo: np.ndarray,
     params: GWParams,
-    knn: KNNParams,
     client: distributed.Client | None,
-    log: logging.Logger,
-    rounds: int,
+    *,
+    log: logging.Logger | None = None,
+    pairs_per_task: int = 2048,
+    what: str = "tasks",
 ) -> tuple[np.ndarray, np.ndarray]:
-    chunks = [todo[s : s + knn.pairs_per_task] for s in range(0, len(todo), knn.pairs_per_task)]
+    """GW values of a list of pairs of a heatmap store, as Dask tasks of ``pairs_per_task``.
+
+    Parameters
+    ----------
+    heatmap_store : str
+        Zarr group with a ``heatmaps`` array (n, H, W); every task reads it itself.
+    todo : ndarray of shape (P, 2), int
+        The pairs ``(i, j)``.
+    params : GWParams
+    client : distributed.Client or None
+        None solves in this process.
+    log : logging.Logger, optional
+        Progress goes here (tasks done, pairs per second, ETA).
+    pairs_per_task : int, default 2048
+    what : str, default "tasks"
+        What the progress lines count.
+
+    Returns
+    -------
+    pairs : ndarray of shape (P, 2)
+        The pairs in the order they finished.
+    values : ndarray of shape (P,), float64
+    """
+    log = log or logger
+    chunks = [todo[s : s + pairs_per_task] for s in range(0, len(todo), pairs_per_task)]
     progress = Progress(log, len(chunks), len(todo))
     results = []
     if client is None:
         for chunk in chunks:
             results.append(compute_pairs(heatmap_store, chunk, params))
-            progress.update(len(chunk), what=f"round {rounds} tasks")
+            progress.update(len(chunk), what=what)
     else:
         from distributed import as_completed
 
@@ -341,7 +372,7 @@ def _solve(
         try:
             for future in as_completed(futures):
                 results.append(future.result())
-                progress.update(len(results[-1][0]), what=f"round {rounds} tasks")
+                progress.update(len(results[-1][0]), what=what)
         except BaseException:
             client.cancel(futures)
             raise
@@ -356,13 +387,33 @@ def knn_recall(exact: np.ndarray, sparse: np.ndarray, k: int) -> float:
     Both matrices are (n, n) with a zero diagonal; ``+inf`` in ``sparse`` is "not a neighbour".
     Ties are broken by index order.
     """
-    n = exact.shape[0]
-    off = ~np.eye(n, dtype=bool)
+    return float(knn_row_recall(exact, sparse, k, np.arange(exact.shape[0])).mean())
+
+
+def knn_row_recall(
+    exact_rows: np.ndarray, sparse: np.ndarray, k: int, rows: np.ndarray
+) -> np.ndarray:
+    """Per row: the share of its exact k-NN that ``sparse`` also ranks in its k-NN.
+
+    Parameters
+    ----------
+    exact_rows : ndarray of shape (R, n)
+        Rows ``rows`` of the exact matrix (a sample of rows estimates the recall).
+    sparse : ndarray of shape (n, n)
+        ``+inf`` is "not a neighbour"; the diagonal is ignored.
+    k : int
+    rows : ndarray of shape (R,), int
+
+    Returns
+    -------
+    ndarray of shape (R,)
+        Ties are broken by index order.
+    """
+    rows = np.asarray(rows)
+    own = np.arange(sparse.shape[1])[None, :] == rows[:, None]
 
     def neighbours(d: np.ndarray) -> np.ndarray:
-        dd = np.where(off, d, np.inf)
-        return np.argsort(dd, axis=1, kind="stable")[:, :k]
+        return np.argsort(np.where(own, np.inf, d), axis=1, kind="stable")[:, :k]
 
-    a, b = neighbours(exact), neighbours(sparse)
-    hits = sum(len(np.intersect1d(a[i], b[i])) for i in range(n))
-    return hits / (n * k)
+    truth, found = neighbours(exact_rows), neighbours(sparse[rows])
+    return np.array([len(np.intersect1d(t, f)) / k for t, f in zip(truth, found, strict=True)])
