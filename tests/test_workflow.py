@@ -100,6 +100,32 @@ def test_report_embeds_every_figure_of_the_run(finished_run: Path) -> None:
 
 
 @pytest.mark.slow
+def test_batched_gw_agrees_with_pot_on_the_runs_lrp_heatmaps(finished_run: Path) -> None:
+    """Real LRP heatmaps of the pipeline (empty cells, sharp peaks): POT's values, same labels."""
+    import numpy as np
+    import zarr
+
+    from poisonscan.clustering import SpectralRelevanceAnalysis
+    from poisonscan.distances import GWParams, prepare_spaces, solve_pairs
+
+    root = zarr.open_group(str(finished_run / "results/synthetic/tiny/explain.zarr"), mode="r")
+    hm = root[str(root.attrs["target_class"])]["heatmaps"][...]  # (50, 32, 32)
+    pairs = [(i, j) for i in range(len(hm)) for j in range(i + 1, len(hm))]
+    mats = {}
+    for solver in ("pot_entropic", "batched"):
+        params = GWParams(solver=solver, pool=4, mass=0.99, metric="sqeuclidean", epsilon=0.05)
+        d = np.zeros((len(hm), len(hm)))
+        d[tuple(np.array(pairs).T)] = solve_pairs(*[prepare_spaces(hm, params)] * 2, pairs, params)
+        mats[solver] = d + d.T
+    off = ~np.eye(len(hm), dtype=bool)
+    assert np.isfinite(mats["pot_entropic"][off]).all()
+    rel = np.abs(mats["batched"] - mats["pot_entropic"])[off] / mats["pot_entropic"][off]
+    assert rel.max() <= 1e-3
+    labels = [SpectralRelevanceAnalysis(n_neighbors=5).fit(d).labels_ for d in mats.values()]
+    np.testing.assert_array_equal(*labels)
+
+
+@pytest.mark.slow
 def test_second_run_does_nothing(finished_run: Path) -> None:
     proc = run_snakemake(finished_run, "--configfile", str(finished_run / "config.yaml"), "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
