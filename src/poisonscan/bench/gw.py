@@ -392,10 +392,10 @@ def _write_group(tmp: str, hm: np.ndarray) -> str:
     return path
 
 
-def _dask_matrix(hm: np.ndarray, params: Any, args: argparse.Namespace, tmp: str):
+def _dask_matrix(src: str, params: Any, args: argparse.Namespace, tmp: str):
+    """The full tiled GW matrix of the heatmap group ``src`` (its output goes into ``tmp``)."""
     from poisonscan.parallel import dask_client
 
-    src = _write_group(tmp, hm)
     out = str(Path(tmp) / f"gw_{time.monotonic_ns()}.zarr")
     with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
         client.run(lambda: None)  # workers up before the clock starts
@@ -408,7 +408,7 @@ def dask_row(hm: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     eps = float(args.epsilon.split(",")[0])
     params = _params_from_args(args, eps, support, hm.shape[1])
     with tempfile.TemporaryDirectory() as tmp:
-        _, secs = _dask_matrix(hm, params, args, tmp)
+        _, secs = _dask_matrix(_write_group(tmp, hm), params, args, tmp)
     n_pairs = len(hm) * (len(hm) - 1) // 2
     return {
         "mode": "dask", "n": len(hm), "pairs": n_pairs, "support": support, "epsilon": eps,
@@ -457,13 +457,12 @@ def knn_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
     n_pairs = n * (n - 1) // 2
     out = []
     with tempfile.TemporaryDirectory() as tmp:
+        src = _write_group(tmp, hm)
         if args.recall_rows:
-            src = _write_group(tmp, hm)
             rows, exact, secs, done = _exact_rows(src, n, params, args)
             t_full = secs * n_pairs / done
         else:
-            full, t_full = _dask_matrix(hm, params, args, tmp)
-            src = _write_group(tmp, hm)
+            full, t_full = _dask_matrix(src, params, args, tmp)
         for max_rounds in (int(r) for r in str(args.rounds).split(",")):
             knn = distances.KNNParams(
                 n_neighbors=args.k, candidates=args.candidates, refine=args.refine,
@@ -508,7 +507,7 @@ def detect_rows(
         params = distances.GWParams(solver=solver, pool=pool, mass=mass, metric=args.metric,
                                     epsilon=float(eps_text), **extra)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
-            d, secs = _dask_matrix(hm, params, args, tmp)
+            d, secs = _dask_matrix(_write_group(tmp, hm), params, args, tmp)
         est = clustering.SpectralRelevanceAnalysis(n_neighbors=args.k, n_clusters=2).fit(d)
         flagged = clustering.smaller_cluster(est.labels_)
         m = evaluate.detection_metrics(flagged, poison)
