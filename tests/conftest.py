@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -55,6 +56,17 @@ def blob_heatmaps(n: int, size: int = 16, seed: int = 0, patch: float = 0.0) -> 
             h[size - 4 : size - 1, size - 4 : size - 1] += patch / 9
         maps.append(h)
     return np.stack(maps)
+
+
+def gw_matrix(heatmaps: np.ndarray, params: Any) -> np.ndarray:
+    """The symmetric GW matrix of ``heatmaps`` (a ``GWParams``), every pair solved in process."""
+    from poisonscan.distances import prepare_spaces, solve_pairs
+
+    spaces = prepare_spaces(heatmaps, params)
+    rows, cols = np.triu_indices(len(heatmaps), 1)
+    d = np.zeros((len(heatmaps), len(heatmaps)))
+    d[rows, cols] = solve_pairs(spaces, spaces, list(zip(rows, cols, strict=True)), params)
+    return d + d.T
 
 
 @pytest.fixture(scope="module")

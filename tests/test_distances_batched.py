@@ -9,7 +9,7 @@ import numpy as np
 import ot
 import pytest
 import zarr
-from conftest import blob_heatmaps
+from conftest import blob_heatmaps, gw_matrix
 from scipy.spatial.distance import cdist
 
 from poisonscan.clustering import SpectralRelevanceAnalysis
@@ -145,14 +145,10 @@ def test_batched_is_symmetric(metric: str) -> None:
 
 def test_spectral_labels_equal_from_pot_and_batched_matrices() -> None:
     hm = two_groups(9, 5)
-    pairs = [(i, j) for i in range(len(hm)) for j in range(i + 1, len(hm))]
-    mats = {}
-    for solver in ("pot_entropic", "batched"):
-        params = GWParams(solver=solver, pool=2, mass=0.7, epsilon=0.05)
-        spaces = prepare_spaces(hm, params)
-        d = np.zeros((len(hm), len(hm)))
-        d[tuple(np.array(pairs).T)] = solve_pairs(spaces, spaces, pairs, params)
-        mats[solver] = d + d.T
+    mats = {
+        solver: gw_matrix(hm, GWParams(solver=solver, pool=2, mass=0.7, epsilon=0.05))
+        for solver in ("pot_entropic", "batched")
+    }
     off = ~np.eye(len(hm), dtype=bool)
     rel = np.abs(mats["batched"] - mats["pot_entropic"])[off] / mats["pot_entropic"][off]
     assert rel.max() <= 1e-3

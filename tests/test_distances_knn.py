@@ -9,7 +9,7 @@ import numpy as np
 import ot
 import pytest
 import zarr
-from conftest import blob_heatmaps
+from conftest import blob_heatmaps, gw_matrix
 
 from poisonscan import steps
 from poisonscan.distances import (
@@ -23,7 +23,6 @@ from poisonscan.distances import (
     prepare_spaces,
     read_distance_store,
     second_lower_bound,
-    solve_pairs,
 )
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -102,11 +101,7 @@ def test_gw_knn_matrix_recovers_the_exact_graph(tmp_path: Path) -> None:
     n = len(hm)
     src = write_group(tmp_path / "group.zarr", hm.astype(np.float32))
     params = GWParams(solver="batched", pool=2, mass=None, epsilon=0.02)
-    spaces = prepare_spaces(hm.astype(np.float32), params)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    full = np.zeros((n, n))
-    full[tuple(np.array(pairs).T)] = solve_pairs(spaces, spaces, pairs, params)
-    full += full.T
+    full = gw_matrix(hm.astype(np.float32), params)
 
     knn = KNNParams(n_neighbors=3, candidates=5, refine=2, max_rounds=3, pairs_per_task=64)
     d, info = gw_knn_matrix(src, params, knn)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, gw_matrix
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
 
@@ -106,17 +106,12 @@ def test_batched_gw_agrees_with_pot_on_the_runs_lrp_heatmaps(finished_run: Path)
     import zarr
 
     from poisonscan.clustering import SpectralRelevanceAnalysis
-    from poisonscan.distances import GWParams, prepare_spaces, solve_pairs
+    from poisonscan.distances import GWParams
 
     root = zarr.open_group(str(finished_run / "results/synthetic/tiny/explain.zarr"), mode="r")
     hm = root[str(root.attrs["target_class"])]["heatmaps"][...]  # (50, 32, 32)
-    pairs = [(i, j) for i in range(len(hm)) for j in range(i + 1, len(hm))]
-    mats = {}
-    for solver in ("pot_entropic", "batched"):
-        params = GWParams(solver=solver, pool=4, mass=0.99, metric="sqeuclidean", epsilon=0.05)
-        d = np.zeros((len(hm), len(hm)))
-        d[tuple(np.array(pairs).T)] = solve_pairs(*[prepare_spaces(hm, params)] * 2, pairs, params)
-        mats[solver] = d + d.T
+    support = {"pool": 4, "mass": 0.99, "metric": "sqeuclidean", "epsilon": 0.05}
+    mats = {s: gw_matrix(hm, GWParams(solver=s, **support)) for s in ("pot_entropic", "batched")}
     off = ~np.eye(len(hm), dtype=bool)
     assert np.isfinite(mats["pot_entropic"][off]).all()
     rel = np.abs(mats["batched"] - mats["pot_entropic"])[off] / mats["pot_entropic"][off]
