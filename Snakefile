@@ -16,9 +16,10 @@ include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/explain.smk"
 include: "rules/distances.smk"
-include: "rules/cluster.smk"
+include: "rules/detect.smk"
 include: "rules/evaluate.smk"
 include: "rules/scan.smk"
+include: "rules/removal.smk"
 include: "rules/report.smk"
 
 

@@ -2,8 +2,10 @@ import csv
 import re
 from pathlib import Path
 
-from poisonscan import code_version
-from poisonscan.config import load_schema, validate_config
+from poisonscan.attacks import ATTACKS
+from poisonscan.codehash import code_hash
+from poisonscan.config import load_schema, section, validate_config
+from poisonscan.detectors import DETECTORS
 from poisonscan.evaluate import format_table
 from poisonscan.experiments import expand_matrix
 
@@ -19,15 +21,27 @@ SCENARIOS = sorted(config["scenarios"])
 # Where each scenario of the experiment matrix sits in it (for the aggregated tables).
 MATRIX = {sc.name: sc for sc in expand_matrix(config["matrix"])}
 DISTANCES = config["distances"]["methods"]
-# Detection methods (clusters/<method>.npz each); distance-based ones need their distance.
+# Detection methods (clusters/<method>.npz each; poisonscan.detectors.DETECTORS).
 METHODS = config["clustering"]["methods"]
 REMOVAL_METHODS = config["removal"]["methods"]
+# The clean model the label-consistent attack runs PGD against (rule train_proxy): trained
+# once per dataset, shared by every scenario that needs it ("proxy" is a reserved name).
+PROXY = "results/{dataset}/proxy/model.safetensors"
+PROXY_SCENARIOS = {
+    name for name, sc in config["scenarios"].items() if ATTACKS[sc["attack"]].needs_proxy
+}
 
 
 wildcard_constraints:
     dataset=re.escape(DATASET),
     scenario="|".join(re.escape(s) for s in SCENARIOS),
     distance="|".join(DISTANCES),
+    method="|".join(re.escape(m) for m in METHODS),
+
+
+def code(step):
+    """Hash of the code rule file <step>.smk runs: poisonscan.steps.<step> and its imports."""
+    return code_hash(f"poisonscan.steps.{step}")
 
 
 def scenario_dir(wildcards):
@@ -77,6 +91,28 @@ def target_group(wildcards):
     """Zarr group of the scenario's analysed (target) class in its explanation store."""
     target = config["scenarios"][wildcards.scenario]["target"]
     return f"results/{wildcards.dataset}/{wildcards.scenario}/explain.zarr/{target}"
+
+
+def detector_inputs(wildcards):
+    """The files detector <method> reads: the explanations, and its distance store or the
+    training set where its registry entry says so."""
+    detector = DETECTORS[wildcards.method]
+    base = scenario_dir(wildcards)
+    inputs = {"explanations": f"{base}/explain.zarr"}
+    if detector.distance:
+        inputs["distances"] = f"{base}/distances/{detector.distance}.zarr"
+    if detector.images:
+        inputs["dataset"] = f"{base}/poisoned.h5"
+    return inputs
+
+
+def detector_sections(wildcards):
+    """The config sections detector <method> takes, by keyword argument."""
+    return {arg: section(config, path) for arg, path in DETECTORS[wildcards.method].sections.items()}
+
+
+def detector_code(wildcards):
+    return code_hash("poisonscan.steps.detect", DETECTORS[wildcards.method].module)
 
 
 def print_summary(path):

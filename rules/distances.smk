@@ -1,5 +1,3 @@
-
-
 rule distances_l2:
     input:
         store="results/{dataset}/{scenario}/explain.zarr",
@@ -7,7 +5,7 @@ rule distances_l2:
         store=directory("results/{dataset}/{scenario}/distances/l2.zarr"),
     params:
         group=target_group,
-        code=code_version("distances", "steps.distances", "steps.common"),
+        code=code("distances"),
     log:
         "results/logs/distances_l2/{dataset}/{scenario}.log",
     benchmark:
@@ -27,9 +25,7 @@ rule distances_gw:
         group=target_group,
         gw=config["distances"]["gw"],
         cluster=config["dask"],
-        code=code_version(
-            "distances", "parallel", "steps.distances", "steps.common"
-        ),
+        code=code("distances"),
     log:
         log="results/logs/distances_gw/{dataset}/{scenario}.log",
         dask_report="results/logs/distances_gw/{dataset}/{scenario}.dask-report.html",

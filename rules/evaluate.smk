@@ -2,7 +2,7 @@ rule evaluate:
     input:
         store="results/{dataset}/{scenario}/explain.zarr",
         metrics="results/{dataset}/{scenario}/metrics.json",
-        clusters=expand(
+        detections=expand(
             "results/{{dataset}}/{{scenario}}/clusters/{method}.npz", method=METHODS
         ),
     output:
@@ -12,7 +12,7 @@ rule evaluate:
         group=target_group,
         methods=METHODS,
         context=scenario_context,
-        code=code_version("evaluate", "steps.cluster", "steps.common", "storage"),
+        code=code("evaluate"),
     log:
         "results/logs/evaluate/{dataset}/{scenario}.log",
     benchmark:
@@ -33,9 +33,11 @@ rule summary:
             category="Detection",
         ),
     params:
-        code=code_version("evaluate", "steps.cluster", "steps.common"),
+        code=code("evaluate"),
     log:
         "results/logs/summary.log",
+    benchmark:
+        "results/benchmarks/summary.tsv"
     conda:
         "../envs/analysis.yaml"
     script:

@@ -14,7 +14,7 @@ rule explain:
     params:
         scenario=scenario_params,
         explain=config["explain"],
-        code=code_version("explain", "models", "training", "storage", "steps.explain", "steps.common"),
+        code=code("explain"),
     log:
         "results/logs/explain/{dataset}/{scenario}.log",
     benchmark:

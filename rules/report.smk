@@ -10,7 +10,7 @@ rule aggregate:
         ),
     params:
         methods=METHODS,
-        code=code_version("experiments", "steps.report", "steps.common"),
+        code=code("report"),
     log:
         "results/logs/aggregate.log",
     benchmark:
@@ -28,8 +28,8 @@ rule embed:
         tsne="results/{dataset}/{scenario}/figures/tsne.npz",
     params:
         group=target_group,
-        seed=config["clustering"]["seed"],
-        code=code_version("figures", "steps.figures", "steps.cluster", "steps.common", "storage"),
+        seed=config["clustering"]["spray"]["seed"],
+        code=code("report"),
     log:
         "results/logs/embed/{dataset}/{scenario}.log",
     benchmark:
@@ -42,7 +42,7 @@ rule embed:
 
 rule figures:
     input:
-        clusters="results/{dataset}/{scenario}/clusters/{method}.npz",
+        detection="results/{dataset}/{scenario}/clusters/{method}.npz",
         explanations="results/{dataset}/{scenario}/explain.zarr",
         dataset="results/{dataset}/{scenario}/poisoned.h5",
         tsne="results/{dataset}/{scenario}/figures/tsne.npz",
@@ -61,12 +61,10 @@ rule figures:
             subcategory="{scenario}",
             labels={"scenario": "{scenario}", "method": "{method}", "figure": "clusters"},
         ),
-    wildcard_constraints:
-        method="|".join(re.escape(m) for m in METHODS),
     params:
         group=target_group,
         title=lambda w: f"{w.scenario}: {w.method}",
-        code=code_version("figures", "steps.figures", "steps.cluster", "steps.common", "storage"),
+        code=code("report"),
     log:
         "results/logs/figures/{dataset}/{scenario}/{method}.log",
     benchmark:

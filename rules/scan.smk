@@ -1,5 +1,4 @@
-# Whole-dataset scan, and removal with retraining (both part of `all`; removal only when
-# removal.methods is set).
+# Whole-dataset scan: every class of the explanation store, ranked by suspicion.
 
 
 rule scan:
@@ -14,10 +13,10 @@ rule scan:
             subcategory="{scenario}",
         ),
     params:
-        spray=SPRAY,
-        decision=DECISION,
+        spray=config["clustering"]["spray"],
+        decision=config["clustering"]["decision"],
         target=lambda w: config["scenarios"][w.scenario]["target"],
-        code=code_version(*CLUSTERING_CODE, "steps.scan", "distances"),
+        code=code("scan"),
     log:
         "results/logs/scan/{dataset}/{scenario}.log",
     benchmark:
@@ -26,61 +25,3 @@ rule scan:
         "../envs/analysis.yaml"
     script:
         "../workflow/scripts/scan.py"
-
-
-rule retrain_filtered:
-    input:
-        dataset="results/{dataset}/{scenario}/poisoned.h5",
-        # the perfect filter needs only the dataset (its poison mask)
-        extra=lambda w: (
-            []
-            if w.filter == "perfect"
-            else [
-                f"results/{w.dataset}/{w.scenario}/clusters/{w.filter}.npz",
-                f"results/{w.dataset}/{w.scenario}/explain.zarr",
-            ]
-        ),
-    output:
-        retrained="results/{dataset}/{scenario}/retrain/{filter}.json",
-    wildcard_constraints:
-        filter="|".join(["perfect", *REMOVAL_METHODS]),
-    params:
-        group=target_group,
-        model=config["model"],
-        training=config["training"],
-        code=code_version("models", "training", "gtsrb", "storage", "removal", "steps.train",
-                          "steps.scan", "steps.cluster", "steps.common"),  # fmt: skip
-    log:
-        "results/logs/retrain_filtered/{dataset}/{scenario}/{filter}.log",
-    benchmark:
-        "results/benchmarks/retrain_filtered/{dataset}/{scenario}/{filter}.tsv"
-    conda:
-        "../envs/torch.yaml"
-    script:
-        "../workflow/scripts/retrain_filtered.py"
-
-
-rule removal:
-    input:
-        dataset="results/{dataset}/{scenario}/poisoned.h5",
-        metrics="results/{dataset}/{scenario}/metrics.json",
-        retrained=expand(
-            "results/{{dataset}}/{{scenario}}/retrain/{filter}.json",
-            filter=[*REMOVAL_METHODS, "perfect"],
-        ),
-    output:
-        table=report(
-            "results/{dataset}/{scenario}/removal.csv",
-            caption="../workflow/report/removal.rst",
-            category="Removal",
-            subcategory="{scenario}",
-        ),
-    params:
-        filters=[*REMOVAL_METHODS, "perfect"],
-        code=code_version("removal", "steps.scan", "steps.common", "storage"),
-    log:
-        "results/logs/removal/{dataset}/{scenario}.log",
-    conda:
-        "../envs/analysis.yaml"
-    script:
-        "../workflow/scripts/removal.py"

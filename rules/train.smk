@@ -1,3 +1,24 @@
+rule train_proxy:
+    input:
+        dataset="results/{dataset}/dataset.h5",
+    output:
+        checkpoint=PROXY,
+        sidecar=f"{PROXY}.json",
+        metrics="results/{dataset}/proxy/metrics.json",
+    params:
+        model=config["model"],
+        training=config["training"],
+        code=code("train"),
+    log:
+        "results/logs/train_proxy/{dataset}.log",
+    benchmark:
+        "results/benchmarks/train_proxy/{dataset}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../workflow/scripts/train_proxy.py"
+
+
 rule train:
     input:
         dataset="results/{dataset}/{scenario}/poisoned.h5",
@@ -15,9 +36,7 @@ rule train:
     params:
         model=config["model"],
         training=config["training"],
-        code=code_version(
-            "models", "training", "gtsrb", "storage", "steps.train", "steps.common"
-        ),
+        code=code("train"),
     log:
         "results/logs/train/{dataset}/{scenario}.log",
     benchmark:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +79,64 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny workflow (``test_workflow.TINY``) run locally to the end, once per session.
+
+    Shared by tests/test_workflow.py and tests/test_slurm.py (the reference of the SLURM
+    run); tests only read its ``results/`` (dry runs and reports write beside it).
+    """
+    from test_workflow import TINY, run_snakemake, write_config
+
+    workdir = tmp_path_factory.mktemp("workflow")
+    config = write_config(workdir, TINY)
+    proc = run_snakemake(workdir, "--configfile", str(config))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    (workdir / "stdout.txt").write_text(proc.stdout + proc.stderr)
+    return workdir
+
+
+def stored_arrays(results: Path) -> dict[str, np.ndarray]:
+    """Every array stored under ``results``, by relative name: zarr arrays (at any depth),
+    HDF5 datasets, npz members and safetensors tensors; ``logs/`` and ``benchmarks/`` are
+    left out."""
+    import h5py
+    import zarr
+    from safetensors.numpy import load_file
+
+    def h5_datasets(f: h5py.File) -> list[tuple[str, np.ndarray]]:
+        names: list[str] = []
+        f.visititems(
+            lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None
+        )
+        return [(name, np.asarray(f[name][()])) for name in names]
+
+    found: dict[str, np.ndarray] = {}
+
+    def walk_zarr(group: Any, prefix: str) -> None:
+        for name, arr in group.arrays():
+            found[f"{prefix}/{name}"] = arr[...]
+        for name, sub in group.groups():
+            walk_zarr(sub, f"{prefix}/{name}")
+
+    for path in sorted(results.rglob("*")):
+        rel = path.relative_to(results)
+        if rel.parts[0] in ("logs", "benchmarks") or any(
+            p.endswith(".zarr") for p in rel.parts[:-1]
+        ):
+            continue
+        if path.suffix == ".zarr" and path.is_dir():
+            with warnings.catch_warnings():  # Snakemake's .snakemake_timestamp in the store
+                warnings.simplefilter("ignore")
+                walk_zarr(zarr.open_group(str(path), mode="r"), str(rel))
+        elif path.suffix == ".h5":
+            with h5py.File(path, "r") as f:
+                found.update({f"{rel}/{name}": value for name, value in h5_datasets(f)})
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                found.update({f"{rel}/{name}": f[name] for name in f.files})
+        elif path.suffix == ".safetensors":
+            found.update({f"{rel}/{k}": v for k, v in load_file(path).items()})
+    return found

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import random_dataset
 
-from poisonscan import steps, training
+from poisonscan import training
 from poisonscan.attacks import (
     AttackParameterError,
     LabelConsistentAttack,
@@ -23,6 +23,8 @@ from poisonscan.attacks import (
     trigger_footprint,
 )
 from poisonscan.attacks.label_consistent import quantize_perturbation
+from poisonscan.steps.data import poison_dataset
+from poisonscan.steps.train import train_proxy
 from poisonscan.storage import ImageDataset, read_dataset, write_dataset
 
 SIZE = 16
@@ -229,7 +231,7 @@ def test_label_consistent_needs_a_matching_proxy(proxy: Proxy, clean: ImageDatas
 def test_steps_train_proxy_and_poison_are_reproducible(clean: ImageDataset, tmp_path: Path) -> None:
     write_dataset(tmp_path / "dataset.h5", clean)
     ckpt = tmp_path / "proxy" / "model.safetensors"
-    steps.data.train_proxy(
+    train_proxy(
         tmp_path / "dataset.h5", ckpt, tmp_path / "proxy" / "metrics.json", {"name": "net"},
         {"epochs": 1, "batch_size": 16},
     )  # fmt: skip
@@ -239,7 +241,7 @@ def test_steps_train_proxy_and_poison_are_reproducible(clean: ImageDataset, tmp_
     for run in ("a", "b"):
         out = tmp_path / run / "poisoned.h5"
         montage = tmp_path / run / "attack_montage.png"
-        steps.poison_dataset(tmp_path / "dataset.h5", out, scenario, montage=montage, proxy=ckpt)
+        poison_dataset(tmp_path / "dataset.h5", out, scenario, montage=montage, proxy=ckpt)
         assert montage.read_bytes()[:4] == b"\x89PNG"
         outs.append(read_dataset(out))
     a, b = outs
@@ -248,9 +250,7 @@ def test_steps_train_proxy_and_poison_are_reproducible(clean: ImageDataset, tmp_
         assert np.array_equal(a.extra[key], b.extra[key]), key
     assert a.meta["proxy"]["weights_sha256"] and a.meta["n_poison"] == 6
     with pytest.raises(ValueError, match="needs a proxy checkpoint"):
-        steps.poison_dataset(tmp_path / "dataset.h5", tmp_path / "c.h5", scenario)
+        poison_dataset(tmp_path / "dataset.h5", tmp_path / "c.h5", scenario)
     # attacks without a proxy ignore the argument
-    steps.poison_dataset(
-        tmp_path / "dataset.h5", tmp_path / "clean.h5", {"attack": "clean", "target": 0}
-    )
+    poison_dataset(tmp_path / "dataset.h5", tmp_path / "clean.h5", {"attack": "clean", "target": 0})
     assert read_dataset(tmp_path / "clean.h5").meta["n_poison"] == 0

@@ -1,4 +1,4 @@
-"""GW k-means with entropic barycentres (poisonscan.clustering.gw_kmeans)."""
+"""GW k-means with GW barycentres (poisonscan.clustering.gw_kmeans)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from poisonscan.clustering.gw_kmeans import GromovWassersteinKMeans, gw_loss, kmeans_plus_plus
+from poisonscan.clustering.gw_kmeans import (
+    GromovWassersteinKMeans,
+    _assignment_params,
+    kmeans_plus_plus,
+)
+from poisonscan.distances import GWParams, pot_pair
 
 
 class Space(NamedTuple):
@@ -40,16 +45,23 @@ def gw_matrix(spaces: list[Space]) -> np.ndarray:
     for i in range(n):
         for j in range(i + 1, n):
             s, t = spaces[i], spaces[j]
-            d[i, j] = d[j, i] = gw_loss(s.cost, s.weights, t.cost, t.weights)
+            d[i, j] = d[j, i] = pot_pair(s, t, GWParams())
     return d
 
 
-def test_gw_loss_is_zero_for_isometric_spaces_and_positive_otherwise() -> None:
-    s = shapes(1, 1)
-    assert gw_loss(s[0].cost, s[0].weights, s[0].cost, s[0].weights) == pytest.approx(0, abs=1e-9)
-    assert gw_loss(s[0].cost, s[0].weights, s[1].cost, s[1].weights) > 1e-3
-    entropic = gw_loss(s[0].cost, s[0].weights, s[1].cost, s[1].weights, epsilon=0.1)
-    assert np.isfinite(entropic) and entropic > 0
+def test_the_assignment_uses_the_configured_solver() -> None:
+    exact, entropic = GWParams(), GWParams(solver="pot_entropic", epsilon=0.1)
+    assert _assignment_params(exact) == exact
+    assert _assignment_params(entropic) == entropic
+    # barycentres have no coordinates: the batched solver's problem goes to POT's entropic one
+    batched = GWParams(solver="batched", epsilon=0.1)
+    assert _assignment_params(batched) == entropic
+    spaces = shapes(6, 2)
+    for params in (exact, entropic):
+        est = GromovWassersteinKMeans(gw=params, max_iter=1, random_state=0).fit(spaces)
+        c = est.init_indices_[1]
+        expected = [pot_pair(spaces[c], s, params) for s in spaces]
+        np.testing.assert_allclose(est.center_distances_[:, 1], expected, rtol=1e-6, atol=1e-9)
 
 
 def test_kmeans_plus_plus_seeds_distinct_groups() -> None:

@@ -61,40 +61,44 @@ def test_flagged_separation_of_random_flags_is_near_zero_at_any_size() -> None:
     assert flagged_separation(trigger, distances(trigger), flags) > 1.0
 
 
+DECISION = {"rule": "size-gap", "size_threshold": 0.35, "silhouette_threshold": 0.1}
+SEED = {"seed": 0}
+
+
 def test_class_suspicion_separates_a_trigger_group_from_clean_classes() -> None:
     attacked = heatmap_class(80, 15)
-    row = class_suspicion(attacked, distances(attacked), {"random_state": 0})
+    row = class_suspicion(attacked, distances(attacked), SEED, DECISION)
     assert row["n"] == 95 and row["k"] >= 2
     assert row["flagged_share"] == pytest.approx(15 / 95)
     clean = heatmap_class(95, 0, seed=1)
-    clean_row = class_suspicion(clean, distances(clean), {"random_state": 0})
+    clean_row = class_suspicion(clean, distances(clean), SEED, DECISION)
     assert row["separation"] > 3 * clean_row["separation"]
 
 
 def test_class_suspicion_uses_the_decision_rule() -> None:
     h = heatmap_class(80, 15)
     d = distances(h)
-    everything_small = {"decision_rule": "relative-size", "size_threshold": 1.01}
-    row = class_suspicion(h, d, {"random_state": 0}, everything_small)
+    everything_small = {**DECISION, "rule": "relative-size", "size_threshold": 1.01}
+    row = class_suspicion(h, d, SEED, everything_small)
     assert row["flagged_share"] == 1.0 and row["separation"] == 0.0
     with pytest.raises(ValueError, match="unknown decision rule 'largest'"):
-        class_suspicion(h, d, {"random_state": 0}, {"decision_rule": "largest"})
+        class_suspicion(h, d, SEED, {**DECISION, "rule": "largest"})
 
 
 def test_class_suspicion_single_group_no_flag() -> None:
     # one noise group: the eigengap sees one group, so with the option nothing is flagged
     h = heatmap_class(95, 0, seed=2)
     d = distances(h)
-    row = class_suspicion(h, d, {"random_state": 0}, single_group_no_flag=True)
+    row = class_suspicion(h, d, {**SEED, "single_group_no_flag": True}, DECISION)
     assert row["n_groups"] == 1
     assert row["flagged_share"] == 0.0 and row["separation"] == 0.0
-    flagged = class_suspicion(h, d, {"random_state": 0}, single_group_no_flag=False)
+    flagged = class_suspicion(h, d, {**SEED, "single_group_no_flag": False}, DECISION)
     assert flagged["flagged_share"] > 0
 
 
 def test_class_suspicion_too_small_class_is_nan() -> None:
     h = heatmap_class(5, 0)
-    row = class_suspicion(h, distances(h), {"random_state": 0})
+    row = class_suspicion(h, distances(h), SEED, DECISION)
     assert row["k"] == -1 and math.isnan(row["separation"])
 
 

@@ -10,7 +10,7 @@ from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poisonscan.config import ConfigError, load_schema, read_config, validate_config
+from poisonscan.config import ConfigError, load_schema, read_config, section, validate_config
 
 SCHEMA = load_schema(REPO / "config" / "schema.yaml")
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -158,3 +158,98 @@ def test_every_shipped_config_validates_as_documented(files: list[str], tmp_path
         (tmp_path / "gtsrb32.npz").touch()  # the path must exist; the data is not read
         config["dataset"]["path"] = str(tmp_path / "gtsrb32.npz")
     assert validate_config(config, SCHEMA)["scenarios"]
+
+
+def test_moved_keys_say_where_they_went() -> None:
+    old = with_change("clustering.n_neighbors", 5)
+    with pytest.raises(ConfigError, match=r"'clustering.n_neighbors' has moved to "
+                       r"'clustering.spray.n_neighbors'"):  # fmt: skip
+        validate_config(old, SCHEMA)
+    with pytest.raises(ConfigError, match=r"'clustering.decision_rule' has moved to "
+                       r"'clustering.decision.rule'"):  # fmt: skip
+        validate_config(with_change("clustering.decision_rule", "smaller"), SCHEMA)
+    with pytest.raises(ConfigError, match=r"'results' was unexpected"):
+        validate_config({**DEFAULT, "results": "out"}, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("gw", "message"),
+    [
+        (
+            {"solver": "batched", "epsilon": 0.0},
+            r"distances.gw': solver 'batched' needs epsilon > 0",
+        ),
+        ({"solver": "pot_exact", "epsilon": 0.01}, r"distances.gw': epsilon=0.01 is not used by"),
+        ({"solver": "pot_entropic", "epsilon": 0}, r"solver 'pot_entropic' needs epsilon > 0"),
+    ],
+)
+def test_solver_and_epsilon_are_checked_before_any_work(gw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(with_change("distances.gw", gw), SCHEMA)
+
+
+def test_detection_methods_come_from_the_registry() -> None:
+    from poisonscan.detectors import DETECTORS
+
+    items = SCHEMA["properties"]["clustering"]["properties"]["methods"]["items"]
+    assert items == {"enum": sorted(DETECTORS)}
+    with pytest.raises(ConfigError, match=r"clustering.methods.1': 'magic' is not allowed; "
+                       r"allowed values: 'ac', 'agglo_gw'"):  # fmt: skip
+        validate_config(with_change("clustering.methods", ["hc_l2", "magic"]), SCHEMA)
+    cfg = validate_config(DEFAULT, SCHEMA)
+    for name, detector in DETECTORS.items():  # every section a detector takes exists
+        for path in detector.sections.values():
+            assert isinstance(section(cfg, path), dict), (name, path)
+
+
+def schema_defaults(path: str) -> dict[str, Any]:
+    node = SCHEMA
+    for key in path.split("."):
+        node = node["properties"][key]
+    return {k: v["default"] for k, v in node["properties"].items() if "default" in v}
+
+
+def test_defaults_of_the_parameter_objects_agree_with_the_schema() -> None:
+    """Every default lives in the schema; the library's own defaults must not drift from it."""
+    import dataclasses
+
+    from poisonscan.baselines import ActivationClustering, RawPixelClustering, SpectralSignatures
+    from poisonscan.clustering import GromovWassersteinKMeans, SpectralRelevanceAnalysis
+    from poisonscan.clustering.registry import AgglomerativeDistances, HDBSCANDistances
+    from poisonscan.distances import GWParams, KNNParams
+    from poisonscan.explain import ExplainParams
+    from poisonscan.training import TrainParams
+
+    def fields(cls: type) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+    def estimator(cls: type) -> dict[str, Any]:
+        p = cls().get_params()
+        if "random_state" in p:
+            p["seed"] = p.pop("random_state")
+        return p
+
+    pairs = [
+        ("training", fields(TrainParams)),
+        ("explain", fields(ExplainParams)),
+        ("distances.gw", fields(GWParams)),
+        ("distances.gw.knn", fields(KNNParams)),
+        ("clustering.spray", estimator(SpectralRelevanceAnalysis)),
+        ("clustering.agglomerative", estimator(AgglomerativeDistances)),
+        ("clustering.hdbscan", estimator(HDBSCANDistances)),
+        ("clustering.gw_kmeans", estimator(GromovWassersteinKMeans)),
+        ("activation_clustering", estimator(ActivationClustering)),
+        ("baselines.raw", estimator(RawPixelClustering)),
+        ("baselines.ss", estimator(SpectralSignatures)),
+    ]
+    for path, library in pairs:
+        schema = schema_defaults(path)
+        for key, value in schema.items():
+            if isinstance(value, dict) or key not in library:
+                continue  # subsections; keys the library takes elsewhere (tile, mode)
+            lib = library[key]
+            lib = list(lib) if isinstance(lib, tuple) else lib
+            assert lib == value, f"{path}.{key}: schema {value!r}, library {lib!r}"
+    decision = schema_defaults("clustering.decision")
+    assert decision == {"rule": "size-gap", "size_threshold": 0.35, "silhouette_threshold": 0.1}
+    assert schema_defaults("clustering.spray")["single_group_no_flag"] is False

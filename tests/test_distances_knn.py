@@ -11,7 +11,6 @@ import pytest
 import zarr
 from conftest import blob_heatmaps, gw_matrix
 
-from poisonscan import steps
 from poisonscan.distances import (
     GWParams,
     KNNParams,
@@ -24,6 +23,7 @@ from poisonscan.distances import (
     read_distance_store,
     second_lower_bound,
 )
+from poisonscan.steps.distances import distances_gw
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -121,7 +121,7 @@ def test_gw_knn_matrix_recovers_the_exact_graph(tmp_path: Path) -> None:
 
 def test_knn_params_validation() -> None:
     assert KNNParams.from_config({}) == KNNParams()
-    with pytest.raises(ValueError, match=r"unknown knn parameter\(s\) \['k'\]"):
+    with pytest.raises(ValueError, match=r"unknown distances.gw.knn parameter\(s\) \['k'\]"):
         KNNParams.from_config({"k": 3})
     with pytest.raises(ValueError, match="knn.bound must be one of"):
         KNNParams(bound="tlb")
@@ -136,10 +136,10 @@ def test_step_knn_mode_writes_a_store_with_inf(tmp_path: Path) -> None:
     knn = {"n_neighbors": 2, "candidates": 3, "refine": 1, "max_rounds": 1}
     params = {"solver": "batched", "pool": 2, "mass": None, "epsilon": 0.05, "tile": 8,
               "mode": "knn", "knn": knn}  # fmt: skip
-    steps.distances_gw(src, out, params, {"cluster": "local"}, threads=1)
+    distances_gw(src, out, params, {"cluster": "local"}, threads=1)
     d = read_distance_store(str(out))
     assert d.shape == (12, 12) and np.isinf(d).any()
     attrs = zarr.open_group(str(out), mode="r").attrs
     assert attrs["method"] == "gromov_wasserstein_knn" and attrs["knn"]["n_neighbors"] == 2
     with pytest.raises(ValueError, match=r"distances.gw.mode must be one of \('full', 'knn'\)"):
-        steps.distances_gw(src, out, {**params, "mode": "dense"}, {"cluster": "local"})
+        distances_gw(src, out, {**params, "mode": "dense"}, {"cluster": "local"})

@@ -14,8 +14,10 @@ from conftest import random_dataset
 from PIL import Image
 from torch import nn
 
-from poisonscan import explain, steps, training
+from poisonscan import explain, training
 from poisonscan.models import build_model
+from poisonscan.steps.distances import distances_euclidean
+from poisonscan.steps.explain import explain_target
 from poisonscan.storage import StoreError, write_dataset
 from poisonscan.training import Normalization
 
@@ -136,14 +138,14 @@ def test_explain_step_montage_and_the_readers_of_the_target_group(tmp_path: Path
     model = build_model("net", n_classes=3).eval()
     training.save_checkpoint(tmp_path / "model.safetensors", model, "net", ds, NORM)
     out, png = tmp_path / "explain.zarr", tmp_path / "montage.png"
-    steps.explain_target(tmp_path / "poisoned.h5", tmp_path / "model.safetensors", out,
+    explain_target(tmp_path / "poisoned.h5", tmp_path / "model.safetensors", out,
                          {"target": 1}, {**PARAMS, "classes": "target"}, montage=png)  # fmt: skip
     assert explain.store_classes(out) == [1]
     assert len(explain.store_attrs(out)["model_sha256"]) == 64
     with Image.open(png) as im:
         assert im.format == "PNG" and im.size[0] > 400
     # the distance step reads the target class group
-    steps.distances_euclidean(explain.class_group_path(out), tmp_path / "l2.zarr")
+    distances_euclidean(explain.class_group_path(out), tmp_path / "l2.zarr")
     d = zarr.open_group(str(tmp_path / "l2.zarr"), mode="r")["distances"][...]
     hm = explain.read_explanations(out)["heatmaps"].reshape(6, -1).astype(np.float64)
     assert d.shape == (6, 6)
@@ -164,5 +166,5 @@ def test_a_damaged_store_is_refused_naming_the_store(tmp_path: Path) -> None:
                   p.name != "zarr.json")  # fmt: skip
     heat[0].write_bytes(b"\x00garbage")
     with pytest.raises(StoreError, match="corrupted"):
-        steps.distances_euclidean(out / "2", tmp_path / "l2.zarr")
+        distances_euclidean(out / "2", tmp_path / "l2.zarr")
     assert not (tmp_path / "l2.zarr").exists()

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from poisonscan import distances, steps
+from poisonscan import distances
+from poisonscan.steps.distances import distances_gw
 
 
 def dask_cli(*args: str, log: Path) -> subprocess.Popen:
@@ -78,7 +79,7 @@ def test_gw_step_on_external_scheduler_matches_direct_computation(
         "address": {"cluster": "address", "address": address},
     }.items():
         out = tmp_path / f"gw_{name}.zarr"
-        steps.distances_gw(tmp_path / "explain.zarr", out, params, cluster, threads=1)
+        distances_gw(tmp_path / "explain.zarr", out, params, cluster, threads=1)
         d = distances.read_distance_store(str(out))
         gw = distances.GWParams.from_config({k: v for k, v in params.items() if k != "tile"})
         i, j = 1, 7

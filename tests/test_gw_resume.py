@@ -20,10 +20,11 @@ PARAMS = {"pool": 2, "mass": None, "metric": "euclidean", "epsilon": 0.0, "max_i
 
 RUN = """
 import sys
-from poisonscan import steps
+from poisonscan.rulelog import setup_logging
+from poisonscan.steps.distances import distances_gw
 if __name__ == "__main__":
-    steps.setup_logging(sys.argv[3])
-    steps.distances_gw(sys.argv[1], sys.argv[2], {params!r}, {{"cluster": "local"}}, threads=1)
+    setup_logging(sys.argv[3])
+    distances_gw(sys.argv[1], sys.argv[2], {params!r}, {{"cluster": "local"}}, threads=1)
 """
 
 

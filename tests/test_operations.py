@@ -7,27 +7,21 @@ end with results bit-identical to an uninterrupted run with the same seeds.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import h5py
-import numpy as np
 import pytest
-import zarr
 from test_workflow import SNAKEMAKE, TINY, run_snakemake, write_config
+
+from poisonscan.bench.compare import compare_runs
 
 pytestmark = pytest.mark.slow
 
 # Rules long enough (seconds, on the tiny config) to be caught while running.
 KILLED_RULES = ("train", "explain", "distances_gw")
-# Output keys that hold wall-clock measurements, not results.
-TIMING_KEYS = ("seconds", "time", "device")
 
 
 def start_snakemake(workdir: Path, config: Path) -> subprocess.Popen[bytes]:
@@ -68,52 +62,10 @@ def planned_rules(workdir: Path, config: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-def result_values(root: Path) -> Iterator[tuple[str, Any]]:
-    """Every stored array and JSON value under ``root/results``, by relative name."""
-    results = root / "results"
-    for path in sorted(results.rglob("*")):
-        rel = str(path.relative_to(results))
-        if rel.startswith(("logs", "benchmarks")) or ".zarr/" in rel:
-            continue
-        if path.suffix == ".zarr":
-            group = zarr.open_group(str(path), mode="r")
-            for name, arr in sorted(group.arrays(), key=lambda kv: kv[0]):
-                yield f"{rel}/{name}", arr[...]
-            for gname, sub in sorted(group.groups(), key=lambda kv: kv[0]):
-                for name, arr in sorted(sub.arrays(), key=lambda kv: kv[0]):
-                    yield f"{rel}/{gname}/{name}", arr[...]
-        elif path.suffix == ".h5":
-            with h5py.File(path, "r") as f:
-                for name in sorted(f):
-                    yield f"{rel}/{name}", f[name][()]
-        elif path.suffix == ".npz":
-            with np.load(path) as f:
-                for name in sorted(f.files):
-                    yield f"{rel}/{name}", f[name]
-        elif path.suffix == ".safetensors":
-            yield rel, path.read_bytes()
-        elif path.suffix == ".json":
-            yield rel, drop_timing(json.loads(path.read_text()))
-
-
-def drop_timing(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: drop_timing(v) for k, v in obj.items() if not any(t in k for t in TIMING_KEYS)}
-    if isinstance(obj, list):
-        return [drop_timing(v) for v in obj]
-    return obj
-
-
 def assert_same_results(a: Path, b: Path) -> None:
-    va, vb = dict(result_values(a)), dict(result_values(b))
-    assert sorted(va) == sorted(vb)
-    for name, value in va.items():
-        if isinstance(value, np.ndarray):
-            assert value.dtype == vb[name].dtype, name
-            floats = np.issubdtype(value.dtype, np.floating)  # NaN only where it can be
-            assert np.array_equal(value, vb[name], equal_nan=floats), f"{name} differs"
-        else:
-            assert value == vb[name], f"{name} differs"
+    differ, equal = compare_runs(a, b, figures=False)
+    assert not differ, f"{len(differ)} results differ: {differ[:20]}"
+    assert equal > 0
 
 
 def test_killed_rules_rerun_and_the_result_is_bit_identical(

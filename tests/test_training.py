@@ -11,8 +11,9 @@ import pytest
 import torch
 from conftest import random_dataset
 
-from poisonscan import steps, training
+from poisonscan import training
 from poisonscan.models import build_model
+from poisonscan.steps.train import train
 from poisonscan.storage import write_dataset
 
 CPU = torch.device("cpu")
@@ -161,7 +162,7 @@ def test_validation_split_keeps_tracks_whole_and_is_stratified_otherwise() -> No
         ({"validation_fraction": 1.0}, r"validation_fraction must lie in \[0, 1\), got 1.0"),
         ({"validation_fraction": -0.1}, r"got -0.1"),
         ({"batch_size": 1}, "batch_size = 1"),
-        ({"nesterov": True}, "unknown training parameters \\['nesterov'\\]"),
+        ({"nesterov": True}, "unknown training parameter\\(s\\) \\['nesterov'\\]"),
     ],
 )
 def test_bad_training_parameters_are_named(override: dict, message: str) -> None:
@@ -262,7 +263,7 @@ def test_train_step_writes_checkpoint_metrics_and_curves(tmp_path: Path) -> None
     write_dataset(ds_path, data)
     params = {"epochs": 2, "batch_size": 16, "validation_fraction": 0.2, "patience": 5}
     out = {k: tmp_path / k for k in ("model.safetensors", "metrics.json", "curve.csv", "c.png")}
-    steps.train(
+    train(
         ds_path, out["model.safetensors"], out["metrics.json"], {"name": "net"}, params,
         curve_csv=out["curve.csv"], curve_png=out["c.png"],
     )  # fmt: skip

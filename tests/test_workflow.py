@@ -23,7 +23,7 @@ TINY = {
     "training": {"epochs": 2, "batch_size": 64},
     "explain": {"batch_size": 16},
     "distances": {"gw": {"pool": 8, "tile": 16}},
-    "clustering": {"n_neighbors": 5},
+    "clustering": {"spray": {"n_neighbors": 5}},
 }
 
 
@@ -44,14 +44,7 @@ def write_config(workdir: Path, config: dict) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("workflow")
-    config = write_config(workdir, TINY)
-    proc = run_snakemake(workdir, "--configfile", str(config))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    (workdir / "stdout.txt").write_text(proc.stdout + proc.stderr)
-    return workdir
+# finished_run (the tiny config run to the end, once per session) is in conftest.py.
 
 
 @pytest.mark.slow
@@ -138,17 +131,16 @@ def planned_rules(workdir: Path, config: dict) -> set[str]:
 
 @pytest.mark.slow
 def test_config_changes_rerun_exactly_the_affected_rules(finished_run: Path) -> None:
-    clustering = {**TINY, "clustering": {"n_neighbors": 6}}
+    clustering = {**TINY, "clustering": {"spray": {"n_neighbors": 6}}}
     # the scan runs SpRAy too; the retraining without hc_l2's flags follows its clusters;
     # the figures of the SpRAy methods redraw, the t-SNE map stays
     assert planned_rules(finished_run, clustering) == {
-        "cluster_distances", "scan", "retrain_filtered", "removal", "evaluate", "figures",
-        "summary", "aggregate", "all",
+        "detect", "scan", "retrain_filtered", "removal", "evaluate", "figures", "summary",
+        "aggregate", "all",
     }  # fmt: skip
     explain = {**TINY, "explain": {"batch_size": 16, "composite": "epsilon"}}
     assert planned_rules(finished_run, explain) == {
-        "explain", "distances_l2", "distances_gw", "cluster_distances", "cluster_activations",
-        "cluster_gw_kmeans", "spectral_signatures", "cluster_raw", "scan", "retrain_filtered",
+        "explain", "distances_l2", "distances_gw", "detect", "scan", "retrain_filtered",
         "removal", "evaluate", "embed", "figures", "summary", "aggregate", "all",
     }  # fmt: skip
 
@@ -182,24 +174,33 @@ def test_slurm_profile_requests_gpus_for_training_and_heatmaps(tmp_path: Path) -
     assert "mem_mb=32000" in blocks["distances_gw"]
 
 
-def planned_jobs(workdir: Path, config: dict) -> set[tuple[str, str]]:
-    """(rule, scenario) of every job a dry run of ``config`` would execute."""
-    sub = workdir / f"jobs-{abs(hash(yaml.safe_dump(config)))}"
-    sub.mkdir(exist_ok=True)
-    proc = run_snakemake(workdir, "--configfile", str(write_config(sub, config)), "-n")
+def dry_run_jobs(
+    workdir: Path, config: Path, key: str = "scenario", *args: str, env: dict | None = None
+) -> set[tuple[str, str]]:
+    """(rule, value of wildcard ``key``) of every job a dry run of ``config`` would execute."""
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(workdir), "--cores", "2", "--configfile", str(config),
+         "-n", *args], capture_output=True, text=True, timeout=900,
+        env=env or {**os.environ, "PYTHONHASHSEED": "0"},
+    )  # fmt: skip
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     jobs = set()
     for rule, body in re.findall(r"^rule (\w+):\n((?:    .*\n)+)", out, flags=re.MULTILINE):
-        scenario = re.search(r"scenario=([\w-]+)", body)
-        jobs.add((rule, scenario.group(1) if scenario else ""))
+        value = re.search(rf"{key}=([\w-]+)", body)
+        jobs.add((rule, value.group(1) if value else ""))
     return jobs
 
 
-PER_SCENARIO = {"poison", "train", "explain", "distances_l2", "distances_gw",
-                "cluster_distances", "cluster_activations", "cluster_gw_kmeans",
-                "spectral_signatures", "cluster_raw", "scan", "retrain_filtered", "removal",
-                "evaluate", "embed", "figures"}  # fmt: skip
+def planned_jobs(workdir: Path, config: dict) -> set[tuple[str, str]]:
+    """(rule, scenario) of every job a dry run of ``config`` would execute."""
+    sub = workdir / f"jobs-{abs(hash(yaml.safe_dump(config)))}"
+    sub.mkdir(exist_ok=True)
+    return dry_run_jobs(workdir, write_config(sub, config))
+
+
+PER_SCENARIO = {"poison", "train", "explain", "distances_l2", "distances_gw", "detect", "scan",
+                "retrain_filtered", "removal", "evaluate", "embed", "figures"}  # fmt: skip
 
 
 @pytest.mark.slow
@@ -217,3 +218,33 @@ def test_added_scenario_runs_only_the_new_one(finished_run: Path) -> None:
     jobs = planned_jobs(finished_run, added)
     assert {sc for rule, sc in jobs if rule in PER_SCENARIO} == {"tiny_s2"}
     assert {rule for rule, _ in jobs} == PER_SCENARIO | {"summary", "aggregate", "all"}
+
+
+@pytest.mark.slow
+def test_a_code_edit_reruns_exactly_the_rules_that_import_it(
+    finished_run: Path, tmp_path: Path
+) -> None:
+    """Code hashes follow the imports: editing baselines.py (Activation Clustering, Spectral
+    Signatures, raw pixels) in a scratch copy of the repository reruns those three detectors
+    and what reads their results, nothing upstream and no other detector."""
+    import shutil
+
+    scratch = tmp_path / "repo"
+    for name in ("Snakefile", "rules", "workflow", "config", "profiles", "src"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(REPO / name, scratch / name)
+    config = write_config(tmp_path, TINY)
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(scratch / "src")}
+
+    def plan() -> set[tuple[str, str]]:
+        snakefile = ("--snakefile", str(scratch / "Snakefile"))
+        return dry_run_jobs(finished_run, config, "method", *snakefile, env=env)
+
+    assert plan() == set()  # the unchanged copy: nothing to do
+    module = scratch / "src" / "poisonscan" / "baselines.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    assert plan() == {
+        ("detect", "ac"), ("detect", "ss"), ("detect", "raw"),
+        ("figures", "ac"), ("figures", "ss"), ("figures", "raw"),
+        ("evaluate", ""), ("summary", ""), ("aggregate", ""), ("all", ""),
+    }  # fmt: skip

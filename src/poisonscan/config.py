@@ -18,7 +18,7 @@ import yaml
 from poisonscan.attacks import AttackParameterError, attack_from_config
 from poisonscan.experiments import expand_matrix
 
-__all__ = ["ConfigError", "load_schema", "validate_config"]
+__all__ = ["ConfigError", "load_schema", "read_config", "section", "validate_config"]
 
 
 class ConfigError(ValueError):
@@ -26,9 +26,54 @@ class ConfigError(ValueError):
 
 
 def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read the YAML/JSON schema at ``path``."""
+    """Read the YAML/JSON schema at ``path``; the allowed detection methods and heatmap
+    distances come from their registry (:data:`poisonscan.detectors.DETECTORS`)."""
+    from poisonscan.detectors import DETECTORS, DISTANCES
+
     with open(path) as f:
-        return yaml.safe_load(f)
+        schema = yaml.safe_load(f)
+    props = schema["properties"]
+    methods = {"enum": sorted(DETECTORS)}
+    props["clustering"]["properties"]["methods"]["items"] = methods
+    props["removal"]["properties"]["methods"]["items"] = methods
+    props["distances"]["properties"]["methods"]["items"] = {"enum": list(DISTANCES)}
+    return schema
+
+
+def section(config: Mapping[str, Any], path: str) -> Any:
+    """The config section at the dotted ``path``, e.g. ``"clustering.spray"``.
+
+    Raises
+    ------
+    ConfigError
+        If a key on the path is missing.
+    """
+    node: Any = config
+    for depth, key in enumerate(path.split(".")):
+        if not isinstance(node, Mapping) or key not in node:
+            where = ".".join(path.split(".")[: depth + 1])
+            raise ConfigError(f"config key '{where}' is missing")
+        node = node[key]
+    return node
+
+
+# Keys that moved: old place -> new place (the error says where they went).
+_MOVED = {
+    **{f"clustering.{k}": f"clustering.spray.{k}"
+       for k in ("affinity", "n_neighbors", "bandwidth", "n_clusters", "k_max", "n_eigenvalues",
+                 "dense_max", "n_init", "single_group_no_flag", "seed")},
+    "clustering.decision_rule": "clustering.decision.rule",
+    "clustering.size_threshold": "clustering.decision.size_threshold",
+    "clustering.silhouette_threshold": "clustering.decision.silhouette_threshold",
+}  # fmt: skip
+
+
+def _check_moved(cfg: Mapping[str, Any]) -> None:
+    for old, new in _MOVED.items():
+        parent, _, key = old.rpartition(".")
+        node = cfg.get(parent)
+        if isinstance(node, Mapping) and key in node:
+            raise ConfigError(f"config key '{old}' has moved to '{new}' (poisonscan 0.2)")
 
 
 def _fill_defaults(validator_cls: type[jsonschema.protocols.Validator]) -> Any:
@@ -99,6 +144,7 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
             f"config must be a mapping of keys to values, got {type(config).__name__}"
         )
     cfg = copy.deepcopy(dict(config))
+    _check_moved(cfg)
     _expand_matrix(cfg)
     validator = _fill_defaults(jsonschema.Draft202012Validator)(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (-len(e.absolute_path), e.path))
@@ -131,11 +177,37 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         raise ConfigError(
             f"config key 'distances.gw.pool': {gw['pool']} does not divide the image size {size}"
         )
+    _check_parameters(cfg)
     _check_methods(cfg)
+
+
+def _check_parameters(cfg: Mapping[str, Any]) -> None:
+    """Build every typed parameter object once, so that an error across keys (a solver
+    and its epsilon, ...) stops the run before any work, naming the section."""
+    from poisonscan.distances import GWParams, KNNParams
+    from poisonscan.explain import ExplainParams
+    from poisonscan.parameters import field_names
+    from poisonscan.training import TrainParams
+
+    gw = cfg["distances"]["gw"]
+    checks = (
+        ("training", TrainParams.from_config, cfg["training"]),
+        ("explain", ExplainParams.from_config, cfg["explain"]),
+        ("distances.gw", GWParams.from_config,
+         {k: v for k, v in gw.items() if k in field_names(GWParams)}),
+        ("distances.gw.knn", KNNParams.from_config, gw["knn"]),
+    )  # fmt: skip
+    for where, build, values in checks:
+        try:
+            build(values)
+        except ValueError as err:
+            raise ConfigError(f"config key '{where}': {err}") from err
 
 
 def _check_methods(cfg: Mapping[str, Any]) -> None:
     """Every detection method's distance is computed; removal uses detection methods only."""
+    from poisonscan.detectors import DETECTORS
+
     computed = cfg["distances"]["methods"]
     methods = cfg["clustering"]["methods"]
     removal = cfg["removal"]["methods"]
@@ -145,10 +217,7 @@ def _check_methods(cfg: Mapping[str, Any]) -> None:
             f"config key 'removal.methods': {missing} are not in clustering.methods {methods}"
         )
     for method in methods:
-        # hc_l2 -> l2, agglo_gw -> gw; ac, ss, raw need no distance
-        needs = (
-            "gw" if method == "gw_kmeans" else method.rpartition("_")[2] if "_" in method else None
-        )
+        needs = DETECTORS[method].distance
         if needs is not None and needs not in computed:
             raise ConfigError(
                 f"config key 'clustering.methods': method {method!r} needs distance {needs!r}, "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from poisonscan.storage import atomic_path
+from poisonscan.storage import write_csv
 
 __all__ = [
     "SUMMARY_COLUMNS",
@@ -125,12 +124,7 @@ def art_report(
 
 def write_summary(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> None:
     """Write ``rows`` as CSV with :data:`SUMMARY_COLUMNS` first, atomically."""
-    rows = list(rows)
-    extra = sorted({k for r in rows for k in r} - set(SUMMARY_COLUMNS))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*SUMMARY_COLUMNS, *extra])
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, SUMMARY_COLUMNS, extra_columns=True)
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

@@ -25,12 +25,13 @@ Distance store (zarr group)
 
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,11 @@ __all__ = [
     "create_array",
     "read_array",
     "read_dataset",
+    "read_npz",
+    "write_csv",
     "write_dataset",
+    "write_json",
+    "write_npz",
 ]
 
 
@@ -121,6 +126,66 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as indented JSON with sorted keys (NaN allowed), atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def write_csv(
+    path: str | os.PathLike[str],
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+    *,
+    extra_columns: bool = False,
+) -> None:
+    """Write ``rows`` as CSV, atomically.
+
+    Parameters
+    ----------
+    columns : sequence of str, optional
+        Columns in order; default: the keys of the rows in the order first seen.
+        Keys of a row that are not columns are left out, unless ``extra_columns``.
+    extra_columns : bool, default False
+        Append the keys that are not in ``columns``, sorted.
+    """
+    rows = list(rows)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    names = list(columns) if columns is not None else keys
+    if extra_columns:
+        names += sorted(set(keys) - set(names))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=names, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
+    """Write ``arrays`` to an uncompressed ``.npz`` file, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def read_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If it is not a readable ``.npz`` file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"file not found: {p}")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            return {name: f[name] for name in f.files}
+    except (OSError, ValueError, EOFError) as err:
+        raise ValueError(f"{p} is not a readable .npz file ({err})") from err
 
 
 def write_dataset(path: str | os.PathLike[str], data: ImageDataset) -> None:

@@ -19,7 +19,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-from poisonscan.models import build_model
+from poisonscan.models import build_model, count_parameters
+from poisonscan.parameters import from_section
 from poisonscan.storage import ImageDataset, atomic_path
 
 __all__ = [
@@ -44,12 +45,14 @@ __all__ = [
     "attack_success_rates",
     "evaluate",
     "file_sha256",
+    "fit_and_evaluate",
     "load_checkpoint",
     "make_augmentation",
     "make_loader",
     "predict",
     "save_checkpoint",
     "select_device",
+    "set_threads",
     "train_model",
     "validation_split",
 ]
@@ -60,6 +63,11 @@ log = logging.getLogger(__name__)
 def select_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_threads(threads: int) -> None:
+    """Torch threads of this process (at least 1)."""
+    torch.set_num_threads(max(1, int(threads)))
 
 
 def seed_everything(seed: int) -> None:
@@ -198,11 +206,8 @@ class TrainParams:
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> TrainParams:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg) - known)
-        if unknown:
-            raise ValueError(f"unknown training parameters {unknown}; allowed: {sorted(known)}")
-        return cls(**cfg)
+        """Build from the ``training`` config section; missing keys take the defaults."""
+        return from_section(cls, "training", cfg)
 
 
 def _adam(params: Iterable[Tensor], p: TrainParams) -> torch.optim.Optimizer:
@@ -568,6 +573,67 @@ def attack_success_rates(
     }
     mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
     return mean, per_class
+
+
+def fit_and_evaluate(
+    data: ImageDataset,
+    model_name: str,
+    params: TrainParams,
+    device: torch.device | str | None = None,
+    workers: int = 0,
+) -> tuple[TrainResult, dict[str, Any]]:
+    """Train (:func:`train_model`), then measure the model on the test split.
+
+    Returns
+    -------
+    result : TrainResult
+    metrics : dict
+        ``clean_acc`` and ``per_class_acc`` on the test split; ``asr`` (mean over the
+        source classes of the share of triggered test images predicted as the
+        attack's target; mAER for an all-class trigger; NaN without an attack) and
+        ``asr_per_class``; ``model``, ``n_parameters``, ``epochs``, ``best_epoch``,
+        ``stopped_early``, ``val_acc`` (of the best epoch), ``n_train``, ``n_val``,
+        ``seconds``, ``seconds_per_epoch``, ``device`` and the per-epoch ``history``.
+    """
+    device = torch.device(device) if device is not None else select_device()
+    result = train_model(data, model_name, params, device, workers=workers)
+    pred = predict(result.model, result.normalization, data.x_test)
+    per_class = {
+        str(c): float(np.mean(pred[data.y_test == c] == c)) for c in np.unique(data.y_test)
+    }
+    target = int(data.meta.get("attack", {}).get("target", -1))
+    triggered = data.extra.get("x_test_triggered")
+    asr, asr_per_class = float("nan"), {}
+    if triggered is not None and target >= 0:
+        asr, asr_per_class = attack_success_rates(
+            predict(result.model, result.normalization, triggered),
+            data.extra["y_test_triggered_original"],
+            target,
+        )
+    epochs = len(result.history)
+    metrics = {
+        "clean_acc": float(np.mean(pred == data.y_test)),
+        "per_class_acc": per_class,
+        "asr": asr,
+        "asr_per_class": asr_per_class,
+        "model": model_name,
+        "n_parameters": count_parameters(result.model),
+        "epochs": epochs,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "val_acc": result.history[result.best_epoch - 1]["val_acc"],
+        "n_train": result.n_train,
+        "n_val": result.n_val,
+        "seconds": result.seconds,
+        "seconds_per_epoch": result.seconds / max(epochs, 1),
+        "device": str(device),
+        "history": result.history,
+    }
+    log.info(
+        "clean test accuracy %.4f, attack success rate %.4f, best epoch %d of %d, %.1f s",
+        metrics["clean_acc"], asr, result.best_epoch, epochs, result.seconds,
+    )  # fmt: skip
+    return result, metrics
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:

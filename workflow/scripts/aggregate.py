@@ -1,11 +1,12 @@
 """Rule aggregate: mean and sd over the repetitions of the experiment matrix."""
 
-from poisonscan import steps
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.report import aggregate_summary
 
-steps.setup_logging(snakemake.log[0])
-steps.aggregate_summary(
-    snakemake.input.summary,
-    snakemake.output.table,
-    snakemake.output.markdown,
-    snakemake.params.methods,
-)
+with rule_log(snakemake.log[0]):
+    aggregate_summary(
+        snakemake.input.summary,
+        snakemake.output.table,
+        snakemake.output.markdown,
+        snakemake.params.methods,
+    )

@@ -3,14 +3,15 @@
 # Dask's worker processes are spawned and re-import this file as __mp_main__,
 # where the snakemake object does not exist: run only in the main process.
 if __name__ == "__main__":
-    from poisonscan import steps
+    from poisonscan.rulelog import rule_log
+    from poisonscan.steps.distances import distances_gw
 
-    steps.setup_logging(snakemake.log.log)
-    steps.distances_gw(
-        snakemake.params.group,
-        snakemake.output.store,
-        snakemake.params.gw,
-        snakemake.params.cluster,
-        threads=snakemake.threads,
-        performance_report=snakemake.log.dask_report,
-    )
+    with rule_log(snakemake.log.log):
+        distances_gw(
+            snakemake.params.group,
+            snakemake.output.store,
+            snakemake.params.gw,
+            snakemake.params.cluster,
+            threads=snakemake.threads,
+            performance_report=snakemake.log.dask_report,
+        )

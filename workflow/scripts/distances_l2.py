@@ -1,6 +1,7 @@
 """Rule distances_l2: Euclidean distances between the heatmaps of the target class group."""
 
-from poisonscan import steps
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.distances import distances_euclidean
 
-steps.setup_logging(snakemake.log[0])
-steps.distances_euclidean(snakemake.params.group, snakemake.output.store)
+with rule_log(snakemake.log[0]):
+    distances_euclidean(snakemake.params.group, snakemake.output.store)

@@ -1,7 +1,7 @@
 """Rule embed: 2-D t-SNE of the analysed class's heatmaps, shared by the method figures."""
 
-from poisonscan import steps
-from poisonscan.steps import figures
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.report import embed_class
 
-steps.setup_logging(snakemake.log[0])
-figures.embed_class(snakemake.params.group, snakemake.output.tsne, seed=snakemake.params.seed)
+with rule_log(snakemake.log[0]):
+    embed_class(snakemake.params.group, snakemake.output.tsne, seed=snakemake.params.seed)

@@ -1,14 +1,14 @@
 """Rule evaluate: detection metrics of every method for one scenario (+ ART's JSON shape)."""
 
-from poisonscan import steps
-from poisonscan.steps import cluster
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.evaluate import evaluate_scenario
 
-steps.setup_logging(snakemake.log[0])
-cluster.evaluate_scenario(
-    snakemake.params.group,
-    snakemake.input.metrics,
-    dict(zip(snakemake.params.methods, snakemake.input.clusters, strict=True)),
-    snakemake.output.evaluation,
-    snakemake.params.context,
-    art_out=snakemake.output.art,
-)
+with rule_log(snakemake.log[0]):
+    evaluate_scenario(
+        snakemake.params.group,
+        snakemake.input.metrics,
+        dict(zip(snakemake.params.methods, snakemake.input.detections, strict=True)),
+        snakemake.output.evaluation,
+        snakemake.params.context,
+        art_out=snakemake.output.art,
+    )

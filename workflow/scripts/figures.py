@@ -1,15 +1,15 @@
 """Rule figures: the analysis and per-cluster figures of one detection method."""
 
-from poisonscan import steps
-from poisonscan.steps import figures
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.report import method_figures
 
-steps.setup_logging(snakemake.log[0])
-figures.method_figures(
-    snakemake.input.clusters,
-    snakemake.params.group,
-    snakemake.input.dataset,
-    snakemake.input.tsne,
-    snakemake.output.analysis,
-    snakemake.output.clusters,
-    snakemake.params.title,
-)
+with rule_log(snakemake.log[0]):
+    method_figures(
+        snakemake.input.detection,
+        snakemake.params.group,
+        snakemake.input.dataset,
+        snakemake.input.tsne,
+        snakemake.output.analysis,
+        snakemake.output.clusters,
+        snakemake.params.title,
+    )

@@ -1,6 +1,7 @@
 """Rule make_dataset: generate (synthetic) or import (GTSRB) the clean dataset."""
 
-from poisonscan import steps
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.data import make_dataset
 
-steps.setup_logging(snakemake.log[0])
-steps.make_dataset(snakemake.output.dataset, snakemake.params.dataset, snakemake.output.montage)
+with rule_log(snakemake.log[0]):
+    make_dataset(snakemake.output.dataset, snakemake.params.dataset, snakemake.output.montage)

@@ -1,12 +1,12 @@
 """Rule removal: undefended model, retrained filters and the perfect filter in one table."""
 
-from poisonscan import steps
-from poisonscan.steps import scan
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.removal import removal_table
 
-steps.setup_logging(snakemake.log[0])
-scan.removal_table(
-    snakemake.input.metrics,
-    snakemake.input.dataset,
-    dict(zip(snakemake.params.filters, snakemake.input.retrained, strict=True)),
-    snakemake.output.table,
-)
+with rule_log(snakemake.log[0]):
+    removal_table(
+        snakemake.input.metrics,
+        snakemake.input.dataset,
+        dict(zip(snakemake.params.filters, snakemake.input.retrained, strict=True)),
+        snakemake.output.table,
+    )

@@ -1,14 +1,14 @@
 """Rule scan: SpRAy on every class of the explanation store; rank the classes by suspicion."""
 
-from poisonscan import steps
-from poisonscan.steps import scan
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.scan import scan_classes
 
-steps.setup_logging(snakemake.log[0])
-scan.scan_classes(
-    snakemake.input.store,
-    snakemake.output.csv,
-    snakemake.output.png,
-    snakemake.params.spray,
-    target=snakemake.params.target,
-    decision=snakemake.params.decision,
-)
+with rule_log(snakemake.log[0]):
+    scan_classes(
+        snakemake.input.store,
+        snakemake.output.csv,
+        snakemake.output.png,
+        snakemake.params.spray,
+        snakemake.params.decision,
+        target=snakemake.params.target,
+    )

@@ -1,15 +1,16 @@
 """Rule train: train the CNN on the poisoned dataset; checkpoint, metrics, training curve."""
 
-from poisonscan import steps
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.train import train
 
-steps.setup_logging(snakemake.log[0])
-steps.train(
-    snakemake.input.dataset,
-    snakemake.output.checkpoint,
-    snakemake.output.metrics,
-    snakemake.params.model,
-    snakemake.params.training,
-    threads=snakemake.threads,
-    curve_csv=snakemake.output.curve_csv,
-    curve_png=snakemake.output.curve_png,
-)
+with rule_log(snakemake.log[0]):
+    train(
+        snakemake.input.dataset,
+        snakemake.output.checkpoint,
+        snakemake.output.metrics,
+        snakemake.params.model,
+        snakemake.params.training,
+        threads=snakemake.threads,
+        curve_csv=snakemake.output.curve_csv,
+        curve_png=snakemake.output.curve_png,
+    )

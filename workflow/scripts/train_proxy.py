@@ -1,13 +1,14 @@
 """Rule train_proxy: the clean proxy model of the label-consistent attack."""
 
-from poisonscan import steps
+from poisonscan.rulelog import rule_log
+from poisonscan.steps.train import train_proxy
 
-steps.setup_logging(snakemake.log[0])
-steps.data.train_proxy(
-    snakemake.input.dataset,
-    snakemake.output.checkpoint,
-    snakemake.output.metrics,
-    snakemake.params.model,
-    snakemake.params.training,
-    threads=snakemake.threads,
-)
+with rule_log(snakemake.log[0]):
+    train_proxy(
+        snakemake.input.dataset,
+        snakemake.output.checkpoint,
+        snakemake.output.metrics,
+        snakemake.params.model,
+        snakemake.params.training,
+        threads=snakemake.threads,
+    )

@@ -19,14 +19,12 @@ from typing import Any
 import yaml
 import zarr
 
-from poisonscan.steps import cluster
+from poisonscan.config import section
+from poisonscan.detectors import DETECTORS
+from poisonscan.steps.detect import detect
+from poisonscan.steps.evaluate import evaluate_scenario
 
 __all__ = ["add_parser", "run_methods"]
-
-SPRAY_KEYS = ("affinity", "n_neighbors", "bandwidth", "n_clusters", "k_max", "n_eigenvalues",
-              "dense_max", "n_init", "single_group_no_flag", "seed")  # fmt: skip
-DECISION_KEYS = ("decision_rule", "size_threshold", "silhouette_threshold")
-PREFIXES = {"hc": "spectral", "agglo": "agglomerative", "hdbscan": "hdbscan"}
 
 
 def add_parser(sub: Any) -> None:
@@ -62,43 +60,28 @@ def run_methods(
     Returns
     -------
     list of dict
-        One row per method: the evaluation row of :func:`cluster.evaluate_scenario`
-        plus ``seconds``.
+        One row per method: the evaluation row of :func:`evaluate_scenario` plus ``seconds``.
     """
-    c = config["clustering"]
-    spray = {k: c[k] for k in SPRAY_KEYS}
-    decision = {k: c[k] for k in DECISION_KEYS}
     group = _class_group(run_dir / "explain.zarr")
-    methods = methods or list(c["methods"])
+    methods = methods or list(config["clustering"]["methods"])
     seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="bench-detection-") as tmp:
         paths = {}
         for m in methods:
-            out = Path(tmp) / f"{m}.npz"
+            if m not in DETECTORS:
+                raise ValueError(f"unknown method {m!r}; available: {sorted(DETECTORS)}")
+            detector = DETECTORS[m]
+            sections = {arg: section(config, path) for arg, path in detector.sections.items()}
+            store = run_dir / "distances" / f"{detector.distance}.zarr"
+            paths[m] = Path(tmp) / f"{m}.npz"
             start = time.perf_counter()
-            prefix, _, dist = m.partition("_")
-            if prefix in PREFIXES and dist:
-                params = spray if prefix == "hc" else c[PREFIXES[prefix]]
-                store = run_dir / "distances" / f"{dist}.zarr"
-                cluster.cluster_distances(store, out, PREFIXES[prefix], params, decision, m)
-            elif m == "gw_kmeans":
-                cluster.cluster_gw_kmeans(run_dir / "distances" / "gw.zarr", group, out,
-                                          c["gw_kmeans"], config["distances"]["gw"],
-                                          decision)  # fmt: skip
-            elif m == "ac":
-                cluster.cluster_activations(group, out, config["activation_clustering"])
-            elif m == "ss":
-                cluster.spectral_signatures(group, out, config["baselines"]["ss"])
-            elif m == "raw":
-                cluster.cluster_raw(run_dir / "poisoned.h5", group, out,
-                                    config["baselines"]["raw"], decision)  # fmt: skip
-            else:
-                raise ValueError(f"unknown method {m!r}")
+            detect(m, group, paths[m], sections,
+                   distance_store=store if detector.distance else None,
+                   dataset=run_dir / "poisoned.h5")  # fmt: skip
             seconds[m] = time.perf_counter() - start
-            paths[m] = out
         evaluation = Path(tmp) / "evaluation.json"
-        cluster.evaluate_scenario(group, run_dir / "metrics.json", paths, evaluation,
-                                  {"run_dir": str(run_dir)})  # fmt: skip
+        evaluate_scenario(group, run_dir / "metrics.json", paths, evaluation,
+                          {"run_dir": str(run_dir)})  # fmt: skip
         rows = json.loads(evaluation.read_text())
     keep = ("run_dir", "method", "decision_rule", "k_chosen", "n", "n_poison", "tn", "fp", "fn",
             "tp", "acc", "tpr", "tnr", "fpr", "precision", "f1", "auroc")  # fmt: skip

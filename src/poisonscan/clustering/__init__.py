@@ -3,7 +3,8 @@
 Modules, one concept each:
 
 - :mod:`~poisonscan.clustering.spectral`   SpRAy: affinity, ``L_sym``, eigengap, spectral k-means
-- :mod:`~poisonscan.clustering.gw_kmeans`  k-means with entropic GW barycentres (reference study)
+- :mod:`~poisonscan.clustering.gw_kmeans`  k-means with GW barycentres (reference study; POT
+                                           loads when it runs)
 - :mod:`~poisonscan.clustering.registry`   clusterers of a distance matrix by name
                                            (spectral, agglomerative, HDBSCAN)
 - :mod:`~poisonscan.clustering.decision`   decision rules and continuous poison scores
@@ -21,12 +22,13 @@ from poisonscan.clustering.decision import (
     cluster_score,
     decide,
     distance_to_cluster_score,
+    flag_clusters,
     silhouette,
     size_score,
     smaller_cluster,
 )
 from poisonscan.clustering.gw_kmeans import GromovWassersteinKMeans, spaces_from_heatmaps
-from poisonscan.clustering.registry import CLUSTERERS, make_clusterer
+from poisonscan.clustering.registry import CLUSTERERS, estimator_params, make_clusterer
 from poisonscan.clustering.scan import class_suspicion, rank_classes
 from poisonscan.clustering.spectral import (
     SpectralRelevanceAnalysis,
@@ -49,7 +51,9 @@ __all__ = [
     "decide",
     "distance_to_cluster_score",
     "eigengap",
+    "estimator_params",
     "finite_distances",
+    "flag_clusters",
     "gaussian_affinity",
     "knn_affinity",
     "make_clusterer",

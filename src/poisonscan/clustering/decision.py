@@ -29,7 +29,7 @@ distance from the largest, presumably clean, cluster
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ __all__ = [
     "cluster_shares",
     "decide",
     "distance_to_cluster_score",
+    "flag_clusters",
     "largest_cluster",
     "relative_size",
     "silhouette",
@@ -121,7 +122,7 @@ DECISION_RULES: dict[str, Callable[..., np.ndarray]] = {
 
 def decide(
     labels: np.ndarray,
-    rule: str = "smaller",
+    rule: str,
     *,
     silhouette: float | None = None,
     size_threshold: float = 0.35,
@@ -150,6 +151,28 @@ def decide(
         silhouette=silhouette,
         size_threshold=size_threshold,
         silhouette_threshold=silhouette_threshold,
+    )
+
+
+def flag_clusters(
+    labels: np.ndarray, decision: Mapping[str, Any], silhouette: float | None = None
+) -> np.ndarray:
+    """:func:`decide` with the ``clustering.decision`` config section.
+
+    Parameters
+    ----------
+    labels : ndarray of shape (n,)
+    decision : mapping
+        ``rule``, ``size_threshold``, ``silhouette_threshold``.
+    silhouette : float, optional
+        Mean silhouette of the clustering (``"silhouette-scores"`` only).
+    """
+    return decide(
+        labels,
+        str(decision["rule"]),
+        silhouette=silhouette,
+        size_threshold=float(decision["size_threshold"]),
+        silhouette_threshold=float(decision["silhouette_threshold"]),
     )
 
 

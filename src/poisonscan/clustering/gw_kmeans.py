@@ -18,14 +18,12 @@ until the assignment stops changing or after ``max_iter`` assignments.
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import ot
 from sklearn.base import BaseEstimator, ClusterMixin
 
 from poisonscan.clustering.spectral import finite_distances
@@ -33,59 +31,38 @@ from poisonscan.clustering.spectral import finite_distances
 log = logging.getLogger("poisonscan")
 
 if TYPE_CHECKING:
-    from poisonscan.distances import MetricMeasureSpace
+    from poisonscan.distances import GWParams, MetricMeasureSpace
 
-__all__ = ["GromovWassersteinKMeans", "gw_loss", "kmeans_plus_plus", "spaces_from_heatmaps"]
+__all__ = ["GromovWassersteinKMeans", "kmeans_plus_plus", "spaces_from_heatmaps"]
 
 
 def spaces_from_heatmaps(
-    heatmaps: np.ndarray, pool: int = 4, mass: float | None = 0.99, metric: str = "euclidean"
+    heatmaps: np.ndarray, params: GWParams | None = None
 ) -> list[MetricMeasureSpace]:
     """Metric measure space of every heatmap (see :func:`heatmap_to_mm_space`).
 
     Parameters
     ----------
     heatmaps : ndarray of shape (n, H, W)
-    pool, mass, metric
-        As for the GW distance matrix, so that the assignment distances match it.
+    params : GWParams, optional
+        ``pool``, ``mass`` and ``metric`` as for the GW distance matrix, so that the
+        assignment distances match it (default ``GWParams()``).
     """
-    from poisonscan.distances import heatmap_to_mm_space
+    from poisonscan.distances import GWParams, heatmap_to_mm_space
 
-    return [heatmap_to_mm_space(h, pool=pool, mass=mass, metric=metric) for h in heatmaps]
+    p = params or GWParams()
+    return [heatmap_to_mm_space(h, pool=p.pool, mass=p.mass, metric=p.metric) for h in heatmaps]
 
 
-def gw_loss(
-    c1: np.ndarray,
-    p1: np.ndarray,
-    c2: np.ndarray,
-    p2: np.ndarray,
-    epsilon: float = 0.0,
-    max_iter: int = 1000,
-    tol: float = 1e-9,
-) -> float:
-    """Square-loss GW between two spaces: exact (``epsilon == 0``) or entropic.
+def _assignment_params(params: GWParams) -> GWParams:
+    """The POT solver of the assignment GW: barycentres are cost matrices without point
+    coordinates, which the batched solver needs, so ``batched`` becomes ``pot_entropic``
+    (the same entropic problem)."""
+    import dataclasses
 
-    Raises
-    ------
-    FloatingPointError
-        If POT returns NaN/inf.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if epsilon == 0.0:
-            value = ot.gromov.gromov_wasserstein2(
-                c1, c2, p1, p2, "square_loss", max_iter=max_iter, tol_rel=tol, tol_abs=tol
-            )
-        else:
-            value = ot.gromov.entropic_gromov_wasserstein2(
-                c1, c2, p1, p2, "square_loss", epsilon=epsilon, max_iter=max_iter, tol=tol
-            )
-    value = float(value)
-    if not math.isfinite(value):
-        raise FloatingPointError(
-            f"GW solver returned {value} (epsilon={epsilon}); use epsilon=0 or a larger epsilon"
-        )
-    return max(value, 0.0)
+    if params.solver == "batched":
+        return dataclasses.replace(params, solver="pot_entropic")
+    return params
 
 
 def kmeans_plus_plus(
@@ -151,9 +128,11 @@ class GromovWassersteinKMeans(ClusterMixin, BaseEstimator):
     n_clusters : int, default 2
     support_size : int, default 10
         Points of each barycentre (the reference study's ``n_samples = 10``).
-    epsilon : float, default 0.0
-        Regularisation of the assignment GW (0 = exact solver, as the default
-        GW distance matrix; the reference study used 0.1).
+    gw : GWParams or None, default None
+        The GW solver of the assignment (``GWParams()``, POT's exact solver, when
+        None), taken from ``distances.gw`` so that it matches the GW matrix; the
+        reference study used entropic GW with epsilon 0.1. ``batched`` is solved
+        by POT's entropic solver (see :func:`_assignment_params`).
     barycenter_epsilon : float, default 0.0
         0 = exact GW barycentres (POT ``gromov_barycenters``); > 0 = entropic
         barycentres (``entropic_gromov_barycenters``) with this regularisation.
@@ -192,7 +171,7 @@ class GromovWassersteinKMeans(ClusterMixin, BaseEstimator):
         self,
         n_clusters: int = 2,
         support_size: int = 10,
-        epsilon: float = 0.0,
+        gw: GWParams | None = None,
         barycenter_epsilon: float = 0.0,
         max_iter: int = 20,
         barycenter_max_iter: int = 10,
@@ -201,7 +180,7 @@ class GromovWassersteinKMeans(ClusterMixin, BaseEstimator):
     ) -> None:
         self.n_clusters = n_clusters
         self.support_size = support_size
-        self.epsilon = epsilon
+        self.gw = gw
         self.barycenter_epsilon = barycenter_epsilon
         self.max_iter = max_iter
         self.barycenter_max_iter = barycenter_max_iter
@@ -217,16 +196,19 @@ class GromovWassersteinKMeans(ClusterMixin, BaseEstimator):
             raise ValueError(f"max_iter must be >= 1, got {self.max_iter}")
         if not self.barycenter_epsilon >= 0:
             raise ValueError(f"barycenter_epsilon must be >= 0, got {self.barycenter_epsilon}")
-        if not self.epsilon >= 0:
-            raise ValueError(f"epsilon must be >= 0, got {self.epsilon}")
 
     def _to_centres(
         self, centres: Sequence[tuple[np.ndarray, np.ndarray]], spaces: Sequence[MetricMeasureSpace]
     ) -> np.ndarray:
+        from poisonscan.distances import GWParams, MetricMeasureSpace, pot_pair
+
+        params = _assignment_params(self.gw or GWParams())
+        # a barycentre has no point coordinates; POT reads only cost and weights
+        mm = [MetricMeasureSpace(c, p, np.full((len(p), 2), np.nan)) for c, p in centres]
         out = np.empty((len(spaces), len(centres)))
         for i, s in enumerate(spaces):
-            for j, (c, p) in enumerate(centres):
-                out[i, j] = gw_loss(c, p, s.cost, s.weights, self.epsilon)
+            for j, centre in enumerate(mm):
+                out[i, j] = pot_pair(centre, s, params, pair=(i, j))
         return out
 
     def _barycentre(
@@ -235,6 +217,8 @@ class GromovWassersteinKMeans(ClusterMixin, BaseEstimator):
         seed: int,
         init: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        import ot
+
         p = ot.unif(self.support_size)
         args = (self.support_size, [s.cost for s in members], [s.weights for s in members])
         kwargs: dict[str, Any] = {
@@ -284,12 +268,13 @@ class GromovWassersteinKMeans(ClusterMixin, BaseEstimator):
         self._check(n)
         rng = np.random.default_rng(self.random_state)
         if distances is None:
+            from poisonscan.distances import GWParams, pot_pair
+
+            params = _assignment_params(self.gw or GWParams())
 
             def row(i: int) -> np.ndarray:
-                s = spaces[i]
-                return np.array(
-                    [gw_loss(s.cost, s.weights, t.cost, t.weights, self.epsilon) for t in spaces]
-                )
+                return np.array([pot_pair(spaces[i], t, params, pair=(i, j))
+                                 for j, t in enumerate(spaces)])  # fmt: skip
 
             self.init_indices_ = kmeans_plus_plus(row, self.n_clusters, rng, n=n)
         else:

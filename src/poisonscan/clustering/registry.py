@@ -21,7 +21,13 @@ from poisonscan.clustering.spectral import (
     finite_distances,
 )
 
-__all__ = ["CLUSTERERS", "AgglomerativeDistances", "HDBSCANDistances", "make_clusterer"]
+__all__ = [
+    "CLUSTERERS",
+    "AgglomerativeDistances",
+    "HDBSCANDistances",
+    "estimator_params",
+    "make_clusterer",
+]
 
 
 class AgglomerativeDistances(ClusterMixin, BaseEstimator):
@@ -94,6 +100,14 @@ CLUSTERERS: dict[str, type[BaseEstimator]] = {
     "agglomerative": AgglomerativeDistances,
     "hdbscan": HDBSCANDistances,
 }
+
+
+def estimator_params(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A config section as estimator keyword arguments: ``seed`` becomes ``random_state``."""
+    p = dict(section)
+    if "seed" in p:
+        p["random_state"] = p.pop("seed")
+    return p
 
 
 def make_clusterer(name: str, params: Mapping[str, Any] | None = None) -> BaseEstimator:

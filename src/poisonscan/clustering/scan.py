@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from poisonscan.clustering.decision import cluster_shares, decide, silhouette
+from poisonscan.clustering.decision import cluster_shares, flag_clusters, silhouette
+from poisonscan.clustering.registry import estimator_params
 from poisonscan.clustering.spectral import SpectralRelevanceAnalysis
 
 __all__ = ["class_suspicion", "flagged_separation", "rank_classes"]
@@ -79,9 +80,8 @@ def flagged_separation(heatmaps: np.ndarray, distances: np.ndarray, flagged: np.
 def class_suspicion(
     heatmaps: np.ndarray,
     distances: np.ndarray,
-    params: Mapping[str, Any] | None = None,
-    decision: Mapping[str, Any] | None = None,
-    single_group_no_flag: bool = False,
+    params: Mapping[str, Any],
+    decision: Mapping[str, Any],
 ) -> dict[str, Any]:
     """SpRAy of one class, the decision rule's flags and their separation.
 
@@ -90,14 +90,13 @@ def class_suspicion(
     heatmaps : ndarray of shape (n, H, W)
     distances : ndarray of shape (n, n)
         Euclidean distances of ``heatmaps``.
-    params : mapping, optional
-        Hyper-parameters of :class:`SpectralRelevanceAnalysis` (``n_clusters``
-        is forced to None: the eigengap chooses k).
-    decision : mapping, optional
-        ``decision_rule`` (default ``"size-gap"``), ``size_threshold``,
-        ``silhouette_threshold`` as for :func:`~poisonscan.clustering.decide`.
-    single_group_no_flag : bool, default False
-        As for the SpRAy methods: flag nothing when the spectrum shows one group.
+    params : mapping
+        The ``clustering.spray`` section: hyper-parameters of
+        :class:`SpectralRelevanceAnalysis` (``seed`` is its random state) and
+        ``single_group_no_flag`` (flag nothing when the spectrum shows one group);
+        ``n_clusters`` is ignored: the eigengap chooses k.
+    decision : mapping
+        The ``clustering.decision`` section (:func:`~poisonscan.clustering.flag_clusters`).
 
     Returns
     -------
@@ -105,9 +104,9 @@ def class_suspicion(
     separation; NaN (k = -1) when the class is too small for SpRAy (fewer than
     ``max(n_neighbors, k_max) + 2`` samples).
     """
-    p = dict(params or {})
+    p = estimator_params(params)
+    single_group_no_flag = bool(p.pop("single_group_no_flag", False))
     p["n_clusters"] = None
-    rule = dict(decision or {})
     est = SpectralRelevanceAnalysis(**p)
     n = int(np.shape(distances)[0])
     if n < max(est.n_neighbors, est.k_max) + 2:
@@ -117,13 +116,7 @@ def class_suspicion(
     est.fit(distances)
     _, shares = cluster_shares(est.labels_)
     sil = silhouette(est.labels_, distances=distances)
-    flagged = decide(
-        est.labels_,
-        rule.get("decision_rule", "size-gap"),
-        silhouette=sil,
-        size_threshold=rule.get("size_threshold", 0.35),
-        silhouette_threshold=rule.get("silhouette_threshold", 0.1),
-    )
+    flagged = flag_clusters(est.labels_, decision, silhouette=sil)
     if single_group_no_flag and est.n_groups_ == 1:
         flagged[:] = False
     return {

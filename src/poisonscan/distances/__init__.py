@@ -22,33 +22,41 @@ Modules (private; the names below are the public API):
 ``_spaces`` heatmap -> support, measure, costs; ``_params`` :class:`GWParams`;
 ``_batched_gw`` the torch kernel; ``_solvers`` solver registry; ``_store`` the
 distance store; ``_tiles`` the tiled Dask computation; ``_knn`` the sparse mode;
-``_euclidean`` the Euclidean baseline.
+``_euclidean`` the Euclidean baseline. The modules that import POT (which imports
+torch) load on first use, so reading a distance store or computing Euclidean
+distances loads neither.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from poisonscan.distances._batched_gw import BatchedGWOptions, batched_entropic_gw
 from poisonscan.distances._euclidean import euclidean_distances
-from poisonscan.distances._knn import (
-    BOUNDS,
-    KNNParams,
-    distance_quantiles,
-    gw_knn_matrix,
-    gw_pair_values,
-    knn_recall,
-    knn_row_recall,
-    second_lower_bound,
-)
 from poisonscan.distances._params import SOLVERS, GWParams
-from poisonscan.distances._solvers import (
-    GW_SOLVERS,
-    gromov_wasserstein,
-    prepare_spaces,
-    solve_pairs,
-)
 from poisonscan.distances._spaces import MetricMeasureSpace, heatmap_support, heatmap_to_mm_space
 from poisonscan.distances._store import read_distance_store, tile_plan, write_distance_store
-from poisonscan.distances._tiles import compute_tile, gw_distance_matrix
+
+if TYPE_CHECKING:
+    from poisonscan.distances._knn import (
+        BOUNDS,
+        KNNParams,
+        distance_quantiles,
+        gw_knn_matrix,
+        gw_pair_values,
+        knn_recall,
+        knn_row_recall,
+        second_lower_bound,
+    )
+    from poisonscan.distances._solvers import (
+        GW_SOLVERS,
+        gromov_wasserstein,
+        pot_pair,
+        prepare_spaces,
+        solve_pairs,
+    )
+    from poisonscan.distances._tiles import compute_tile, gw_distance_matrix
 
 __all__ = [
     "BOUNDS",
@@ -70,6 +78,7 @@ __all__ = [
     "heatmap_to_mm_space",
     "knn_recall",
     "knn_row_recall",
+    "pot_pair",
     "prepare_spaces",
     "read_distance_store",
     "second_lower_bound",
@@ -77,3 +86,18 @@ __all__ = [
     "tile_plan",
     "write_distance_store",
 ]
+
+_LAZY = {
+    **dict.fromkeys(("BOUNDS", "KNNParams", "distance_quantiles", "gw_knn_matrix",
+                     "gw_pair_values", "knn_recall", "knn_row_recall", "second_lower_bound"),
+                    "_knn"),
+    **dict.fromkeys(("GW_SOLVERS", "gromov_wasserstein", "pot_pair", "prepare_spaces",
+                     "solve_pairs"), "_solvers"),
+    **dict.fromkeys(("compute_tile", "gw_distance_matrix"), "_tiles"),
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

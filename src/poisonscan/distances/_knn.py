@@ -46,6 +46,7 @@ from poisonscan.distances._params import GWParams
 from poisonscan.distances._solvers import prepare_spaces, solve_pairs
 from poisonscan.distances._spaces import heatmap_support
 from poisonscan.distances._tiles import Progress, n_heatmaps
+from poisonscan.parameters import from_section
 
 if TYPE_CHECKING:
     import distributed
@@ -117,12 +118,7 @@ class KNNParams:
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> KNNParams:
         """Build from a plain dict; unknown keys raise ValueError."""
-        config = dict(config or {})
-        names = set(cls.__dataclass_fields__)
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise ValueError(f"unknown knn parameter(s) {unknown}; allowed: {sorted(names)}")
-        return cls(**config)
+        return from_section(cls, "distances.gw.knn", config)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from poisonscan.parameters import check_keys, field_names
+
 __all__ = ["ExplainParams", "resolve_classes"]
 
 # Names of the registries' entries, repeated here (without importing torch) so that
@@ -113,10 +115,7 @@ class ExplainParams:
         if isinstance(config, ExplainParams):
             return config
         config = dict(config or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise ValueError(f"unknown explain parameter(s) {unknown}; allowed: {sorted(names)}")
+        check_keys("explain", config, field_names(cls))
         if "classes" in config and not isinstance(config["classes"], str):
             config["classes"] = tuple(int(c) for c in config["classes"])
         for key in ("epsilon", "noise_level"):

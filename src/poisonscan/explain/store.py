@@ -31,7 +31,9 @@ __all__ = [
     "GROUP_ARRAYS",
     "class_group_path",
     "create_class_group",
+    "heatmap_group",
     "read_explanations",
+    "read_group_array",
     "store_attrs",
     "store_classes",
 ]
@@ -69,6 +71,30 @@ def class_group_path(store: PathLike, cls: int | None = None) -> str:
             f"it has classes {store_classes(store)}"
         )
     return os.path.join(str(store), str(int(cls)))
+
+
+def heatmap_group(explanations: PathLike) -> str:
+    """The group holding ``heatmaps``: ``explanations`` itself if it holds them (a class
+    group), else the target class group of the explanation store ``explanations``."""
+    if "heatmaps" in zarr.open_group(str(explanations), mode="r"):
+        return str(explanations)
+    return class_group_path(explanations)
+
+
+def read_group_array(group: PathLike, name: str) -> np.ndarray:
+    """The array ``name`` of one class group (e.g. ``explain.zarr/5``), checked.
+
+    Raises
+    ------
+    ValueError
+        If the group has no such array (the message lists those it has).
+    StoreError
+        If the array is damaged (:func:`poisonscan.storage.read_array`).
+    """
+    g = zarr.open_group(str(group), mode="r")
+    if name not in g.array_keys():
+        raise ValueError(f"{group} has no array {name!r}; it has {sorted(g.array_keys())}")
+    return read_array(g, name)
 
 
 def store_attrs(store: PathLike, cls: int | None = None) -> dict[str, Any]:

@@ -1,37 +1,10 @@
-"""One function per workflow rule: paths and plain config dicts in, files out.
+"""One function per workflow rule, one module per rule file of the same name.
 
-The Snakemake scripts in ``workflow/scripts/`` only unpack ``snakemake.*`` and
-call these, so every step can also run (and be tested) without Snakemake. One
-module per stage, so that a rule's code hash (``code_version("steps.train")``)
-changes only when its own stage changes.
+``rules/<stage>.smk`` runs the functions of ``poisonscan.steps.<stage>``:
+paths and plain config dicts in, files out. The scripts in
+``workflow/scripts/`` only unpack ``snakemake.*`` and call them, so every step
+also runs (and is tested) without Snakemake. Step modules do not import each
+other, and this package imports none of them, so a rule loads only what its
+step needs (the analysis rules never load torch) and its code hash
+(:func:`poisonscan.codehash.code_hash`) changes only with the code it runs.
 """
-
-from __future__ import annotations
-
-from poisonscan.steps.cluster import (
-    cluster_activations,
-    cluster_distances,
-    evaluate_scenario,
-    summarize,
-)
-from poisonscan.steps.common import setup_logging
-from poisonscan.steps.data import make_dataset, poison_dataset
-from poisonscan.steps.distances import distances_euclidean, distances_gw
-from poisonscan.steps.explain import explain_target
-from poisonscan.steps.report import aggregate_summary
-from poisonscan.steps.train import train
-
-__all__ = [
-    "aggregate_summary",
-    "cluster_activations",
-    "cluster_distances",
-    "distances_euclidean",
-    "distances_gw",
-    "evaluate_scenario",
-    "explain_target",
-    "make_dataset",
-    "poison_dataset",
-    "setup_logging",
-    "summarize",
-    "train",
-]

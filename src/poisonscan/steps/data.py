@@ -1,17 +1,21 @@
-"""Rules make_dataset, train_proxy and poison."""
+"""Rules make_dataset and poison (rules/data.smk)."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
-from poisonscan import data, gtsrb, training
-from poisonscan.attacks import Proxy, attack_from_config, save_attack_montage
-from poisonscan.steps.common import PathLike, log, set_threads, write_json
+from poisonscan import data, gtsrb
 from poisonscan.storage import read_dataset, write_dataset
+
+__all__ = ["make_dataset", "poison_dataset"]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
 
 
 def make_dataset(out: PathLike, params: Mapping[str, Any], montage: PathLike | None = None) -> None:
@@ -37,41 +41,6 @@ def make_dataset(out: PathLike, params: Mapping[str, Any], montage: PathLike | N
         data.save_montage(ds, montage)
 
 
-def train_proxy(
-    clean: PathLike,
-    checkpoint: PathLike,
-    metrics: PathLike,
-    model: Mapping[str, Any],
-    params: Mapping[str, Any],
-    threads: int = 1,
-) -> None:
-    """Train the clean proxy model that the label-consistent attack runs PGD against.
-
-    Same architecture and training parameters as the attacked model (the
-    ``model`` and ``training`` config sections), on the clean dataset; writes
-    the checkpoint (+ sidecar) and a metrics JSON with the clean test accuracy.
-    """
-    set_threads(threads)
-    ds = read_dataset(clean)
-    device = training.select_device()
-    log.info("training proxy %s on %s (%d clean images)", model["name"], device, len(ds.y_train))
-    result = training.train_model(
-        ds, model["name"], training.TrainParams.from_config(params), device
-    )
-    pred = training.predict(result.model, result.normalization, ds.x_test)
-    clean_acc = float(np.mean(pred == ds.y_test))
-    log.info("proxy clean test accuracy %.4f", clean_acc)
-    training.save_checkpoint(
-        checkpoint, result.model, model["name"], ds, result.normalization,
-        extra={"training": dict(params), "dataset_meta": ds.meta, "role": "proxy"},
-    )  # fmt: skip
-    write_json(
-        metrics,
-        {"clean_acc": clean_acc, "epochs": len(result.history), "seconds": result.seconds,
-         "device": str(device), "history": result.history},
-    )  # fmt: skip
-
-
 def poison_dataset(
     clean: PathLike,
     out: PathLike,
@@ -85,13 +54,17 @@ def poison_dataset(
     ``proxy`` is the clean proxy checkpoint, required by attacks with
     ``needs_proxy`` (label-consistent) and ignored by the others.
     """
-    set_threads(threads)
+    from poisonscan.attacks import Proxy, attack_from_config, save_attack_montage
+
     attack = attack_from_config(scenario)
     ds = read_dataset(clean)
     proxy_model = None
     if attack.needs_proxy:
+        from poisonscan import training
+
         if proxy is None:
-            raise ValueError(f"attack {attack.name!r} needs a proxy checkpoint, none given")
+            raise ValueError(f"attack {attack.name!r} needs a proxy checkpoint, none was given")
+        training.set_threads(threads)
         model, norm, meta = training.load_checkpoint(proxy)
         info = {k: meta.get(k) for k in ("architecture", "n_classes", "weights_sha256")}
         proxy_model = Proxy(model, norm, info)

@@ -1,7 +1,8 @@
-"""Rules distances_l2 and distances_gw."""
+"""Rules distances_l2 and distances_gw (rules/distances.smk)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -11,21 +12,16 @@ from typing import Any
 import zarr
 
 from poisonscan import distances
-from poisonscan.parallel import dask_client
-from poisonscan.steps.common import PathLike, log
+from poisonscan.explain.store import heatmap_group
 from poisonscan.storage import atomic_path, read_array
 
+__all__ = ["GW_MODES", "distances_euclidean", "distances_gw"]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
 GW_MODES = ("full", "knn")
-
-
-def heatmap_group(explanations: PathLike) -> str:
-    """Path of the zarr group holding ``heatmaps``: ``explanations`` itself if it holds
-    them (a class group), else the target class group of an explanation store."""
-    if "heatmaps" in zarr.open_group(str(explanations), mode="r"):
-        return str(explanations)
-    from poisonscan.explain.store import class_group_path
-
-    return class_group_path(explanations)
 
 
 def distances_euclidean(explanations: PathLike, out: PathLike) -> None:
@@ -74,6 +70,8 @@ def distances_gw(
     store (a consumer must read ``+inf`` as "not a neighbour"). Not resumable.
     """
     from distributed import performance_report as dask_report
+
+    from poisonscan.parallel import dask_client
 
     tile, mode, knn, gw = _split_gw_config(params)
     group = heatmap_group(explanations)

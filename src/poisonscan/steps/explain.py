@@ -1,15 +1,22 @@
-"""Rule explain."""
+"""Rule explain (rules/explain.smk)."""
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from poisonscan import explain, training
-from poisonscan.steps.common import PathLike, log, set_threads
 from poisonscan.storage import read_dataset
+
+__all__ = ["explain_target"]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
 
 
 def explain_target(
@@ -27,7 +34,7 @@ def explain_target(
     target class is always among them and is the store's default group. With
     ``montage``, also draw the target class's images, heatmaps and overlays.
     """
-    set_threads(threads)
+    training.set_threads(threads)
     p = explain.ExplainParams.from_config(params)
     ds = read_dataset(dataset)
     model, norm, meta = training.load_checkpoint(checkpoint)

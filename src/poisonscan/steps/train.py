@@ -1,18 +1,21 @@
-"""Rule train."""
+"""Rules train and train_proxy (rules/train.smk)."""
 
 from __future__ import annotations
 
-import csv
+import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from poisonscan import training
-from poisonscan.models import count_parameters
-from poisonscan.steps.common import PathLike, log, set_threads, write_json
-from poisonscan.storage import atomic_path, read_dataset
+from poisonscan.storage import atomic_path, read_dataset, write_csv, write_json
+
+__all__ = ["HISTORY_COLUMNS", "plot_history", "train", "train_proxy"]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
 
 HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "val_acc", "val_loss", "lr", "seconds")
 
@@ -30,17 +33,13 @@ def train(
 ) -> None:
     """Train the configured model; write the checkpoint, a metrics JSON and the training curve.
 
-    Metrics: clean test accuracy and per-class accuracy, attack success rate
-    (mean over the source classes of the share of triggered test images
-    predicted as the target; mAER for an all-class trigger) and per source
-    class, epochs run, best epoch, seconds, seconds per epoch, per-epoch history.
-
     Parameters
     ----------
     dataset : path
         The (poisoned) dataset file; its sha256 goes into the checkpoint sidecar.
     checkpoint, metrics : path
-        Outputs: safetensors weights (plus ``checkpoint`` + ``.json``) and the metrics JSON.
+        Outputs: safetensors weights (plus ``checkpoint`` + ``.json``) and the metrics
+        JSON (:func:`poisonscan.training.fit_and_evaluate`).
     model, params : mapping
         The ``model`` and ``training`` config sections.
     threads : int, default 1
@@ -49,48 +48,12 @@ def train(
     curve_csv, curve_png : path, optional
         Per-epoch history as CSV and as a plot of loss and accuracies.
     """
-    set_threads(threads)
-    train_params = training.TrainParams.from_config(params)
+    training.set_threads(threads)
     ds = read_dataset(dataset)
-    device = training.select_device()
-    log.info("training %s on %s (%d images)", model["name"], device, len(ds.y_train))
-    result = training.train_model(
-        ds, model["name"], train_params, device, workers=threads // 2 if threads > 1 else 0
-    )
-    pred = training.predict(result.model, result.normalization, ds.x_test)
-    per_class = {str(c): float(np.mean(pred[ds.y_test == c] == c)) for c in np.unique(ds.y_test)}
-    target = int(ds.meta.get("attack", {}).get("target", -1))
-    triggered = ds.extra.get("x_test_triggered")
-    asr, asr_per_class = float("nan"), {}
-    if triggered is not None and target >= 0:
-        asr, asr_per_class = training.attack_success_rates(
-            training.predict(result.model, result.normalization, triggered),
-            ds.extra["y_test_triggered_original"],
-            target,
-        )
-    epochs = len(result.history)
-    best = result.history[result.best_epoch - 1]
-    out = {
-        "clean_acc": float(np.mean(pred == ds.y_test)),
-        "per_class_acc": per_class,
-        "asr": asr,
-        "asr_per_class": asr_per_class,
-        "model": model["name"],
-        "n_parameters": count_parameters(result.model),
-        "epochs": epochs,
-        "best_epoch": result.best_epoch,
-        "stopped_early": result.stopped_early,
-        "val_acc": best["val_acc"],
-        "n_train": result.n_train,
-        "n_val": result.n_val,
-        "seconds": result.seconds,
-        "seconds_per_epoch": result.seconds / max(epochs, 1),
-        "device": str(device),
-        "history": result.history,
-    }
-    log.info(
-        "clean test accuracy %.4f, attack success rate %.4f, best epoch %d of %d, %.1f s",
-        out["clean_acc"], asr, result.best_epoch, epochs, result.seconds,
+    log.info("training %s (%d images)", model["name"], len(ds.y_train))
+    result, out = training.fit_and_evaluate(
+        ds, model["name"], training.TrainParams.from_config(params),
+        workers=threads // 2 if threads > 1 else 0,
     )  # fmt: skip
     training.save_checkpoint(
         checkpoint, result.model, model["name"], ds, result.normalization,
@@ -104,17 +67,37 @@ def train(
     )  # fmt: skip
     write_json(metrics, out)
     if curve_csv is not None:
-        write_history_csv(result.history, curve_csv)
+        write_csv(curve_csv, result.history, HISTORY_COLUMNS)
     if curve_png is not None:
         plot_history(result.history, curve_png, result.best_epoch, model["name"])
 
 
-def write_history_csv(history: Sequence[Mapping[str, float]], path: PathLike) -> None:
-    """One row per epoch with the columns :data:`HISTORY_COLUMNS`."""
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(history)
+def train_proxy(
+    clean: PathLike,
+    checkpoint: PathLike,
+    metrics: PathLike,
+    model: Mapping[str, Any],
+    params: Mapping[str, Any],
+    threads: int = 1,
+) -> None:
+    """Train the clean proxy model that the label-consistent attack runs PGD against.
+
+    Same architecture and training parameters as the attacked model (the ``model``
+    and ``training`` config sections), on the clean dataset; writes the checkpoint
+    (+ sidecar) and its metrics JSON.
+    """
+    training.set_threads(threads)
+    ds = read_dataset(clean)
+    log.info("training proxy %s (%d clean images)", model["name"], len(ds.y_train))
+    result, out = training.fit_and_evaluate(
+        ds, model["name"], training.TrainParams.from_config(params)
+    )
+    training.save_checkpoint(
+        checkpoint, result.model, model["name"], ds, result.normalization,
+        extra={"training": dict(params), "dataset_meta": ds.meta, "role": "proxy",
+               "dataset_sha256": training.file_sha256(clean)},
+    )  # fmt: skip
+    write_json(metrics, out)
 
 
 def plot_history(

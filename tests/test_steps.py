@@ -1,4 +1,4 @@
-"""Step functions of the detection rules (poisonscan.steps.cluster, poisonscan.steps.scan).
+"""Step functions of the analysis rules: poisonscan.steps.detect, .evaluate, .scan, .removal.
 
 A tiny constructed scenario: an explanation store with three classes, class 5
 holding 30 clean and 8 "poisoned" samples (a bright corner patch in the
@@ -10,24 +10,27 @@ from __future__ import annotations
 import csv
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zarr
+from conftest import gw_matrix
 
 from poisonscan import distances
-from poisonscan.clustering.gw_kmeans import gw_loss, spaces_from_heatmaps
+from poisonscan.detectors import read_detection
 from poisonscan.removal import REMOVAL_COLUMNS
-from poisonscan.steps import cluster, scan
-from poisonscan.storage import ImageDataset, read_dataset, write_dataset
+from poisonscan.steps.detect import detect
+from poisonscan.steps.evaluate import evaluate_scenario, summarize
+from poisonscan.steps.removal import removal_table, retrain_filtered
+from poisonscan.steps.scan import scan_classes
+from poisonscan.storage import ImageDataset, write_dataset
 
 TARGET = 5
 SPRAY = {"affinity": "knn", "n_neighbors": 5, "bandwidth": "median", "n_clusters": None,
          "k_max": 5, "n_eigenvalues": 12, "dense_max": 2000, "n_init": 5,
          "single_group_no_flag": True, "seed": 0}  # fmt: skip
-DECISION = {"decision_rule": "size-gap", "size_threshold": 0.35, "silhouette_threshold": 0.1}
+DECISION = {"rule": "size-gap", "size_threshold": 0.35, "silhouette_threshold": 0.1}
 GW = {"pool": 2, "mass": 0.99, "metric": "euclidean", "epsilon": 0.0}
 
 
@@ -78,13 +81,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         distances.euclidean_distances(hm),
         {"method": "euclidean"},
     )
-    spaces = spaces_from_heatmaps(hm, GW["pool"], GW["mass"], GW["metric"])
-    n = len(spaces)
-    d = np.zeros((n, n))
-    for i in range(n):
-        for j in range(i + 1, n):
-            d[i, j] = d[j, i] = gw_loss(spaces[i].cost, spaces[i].weights,
-                                        spaces[j].cost, spaces[j].weights)  # fmt: skip
+    d = gw_matrix(hm, distances.GWParams(**GW))
     distances.write_distance_store(str(tmp / "distances" / "gw.zarr"), d, {"method": "gw"})
     clean_hm = zarr.open_group(str(tmp / "explain.zarr" / "0"), mode="r")["heatmaps"][...]
     distances.write_distance_store(
@@ -98,92 +95,101 @@ def truth(scenario: dict[str, Path]) -> np.ndarray:
     return zarr.open_group(str(scenario["group"]), mode="r")["poison"][...]
 
 
+def run(
+    scenario: dict[str, Path],
+    method: str,
+    sections: dict,
+    name: str | None = None,
+    group: Path | None = None,
+    distance: str | None = "l2",
+) -> dict:
+    out = scenario["dir"] / f"{name or method}.npz"
+    store = scenario["dir"] / "distances" / f"{distance}.zarr" if distance else None
+    detect(method, group or scenario["group"], out, sections, distance_store=store,
+           dataset=scenario["dir"] / "poisoned.h5")  # fmt: skip
+    return read_detection(out)
+
+
 @pytest.mark.parametrize(
-    ("clusterer", "params"),
-    [("spectral", SPRAY), ("agglomerative", {"n_clusters": 2, "linkage": "average"}),
-     ("hdbscan", {"min_cluster_size": 5, "min_samples": None})],
+    ("method", "params"),
+    [("hc_l2", SPRAY), ("agglo_l2", {"n_clusters": 2, "linkage": "average"}),
+     ("hdbscan_l2", {"min_cluster_size": 5, "min_samples": None})],
 )  # fmt: skip
-def test_cluster_distances_flags_the_poison(
-    scenario: dict[str, Path], clusterer: str, params: dict
+def test_distance_clustering_flags_the_poison(
+    scenario: dict[str, Path], method: str, params: dict
 ) -> None:
-    out = scenario["dir"] / f"{clusterer}.npz"
-    cluster.cluster_distances(
-        scenario["dir"] / "distances" / "l2.zarr", out, clusterer, params, DECISION, "m"
-    )
-    res = cluster.read_clusters(out)
+    res = run(scenario, method, {"params": params, "decision": DECISION})
     poison = truth(scenario)
     assert np.array_equal(res["flagged"], poison)
-    assert res["decision_rule"] == "size-gap" and res["method"] == "m"
+    assert res["decision_rule"] == "size-gap" and res["method"] == method
     assert res["score"][poison].min() > res["score"][~poison].max()
-    if clusterer == "spectral":
+    if method == "hc_l2":
         assert res["k"] == 2 and int(res["n_groups"]) == 2
         assert res["eigenvalues"].shape == (12,) and res["embedding"].shape == (38, 2)
 
 
 def test_spray_flags_nothing_in_one_group(scenario: dict[str, Path]) -> None:
+    clean = scenario["store"] / "0"
+    store = scenario["dir"] / "clean_l2.zarr"
     out = scenario["dir"] / "clean.npz"
-    cluster.cluster_distances(scenario["dir"] / "clean_l2.zarr", out, "spectral", SPRAY, DECISION)
-    res = cluster.read_clusters(out)
+    detect("hc_l2", clean, out, {"params": SPRAY, "decision": DECISION}, distance_store=store)
+    res = read_detection(out)
     assert int(res["n_groups"]) == 1 and not res["flagged"].any()
     assert res["decision_rule"] == "size-gap (one group: none)"
     fixed = scenario["dir"] / "clean_k2.npz"
-    cluster.cluster_distances(scenario["dir"] / "clean_l2.zarr", fixed, "spectral",
-                              {**SPRAY, "n_clusters": 2}, DECISION)  # fmt: skip
-    assert cluster.read_clusters(fixed)["flagged"].any()  # a fixed k always flags
+    detect("hc_l2", clean, fixed, {"params": {**SPRAY, "n_clusters": 2}, "decision": DECISION},
+           distance_store=store)  # fmt: skip
+    assert read_detection(fixed)["flagged"].any()  # a fixed k always flags
 
 
-def test_gw_kmeans_step(scenario: dict[str, Path]) -> None:
-    out = scenario["dir"] / "gw_kmeans.npz"
+def test_gw_kmeans_detector(scenario: dict[str, Path]) -> None:
     params = {"n_clusters": 2, "support_size": 6, "barycenter_epsilon": 0.0, "max_iter": 5,
               "barycenter_max_iter": 50, "barycenter_tol": 1e-5, "seed": 0}  # fmt: skip
-    store = scenario["dir"] / "distances" / "gw.zarr"
-    cluster.cluster_gw_kmeans(store, scenario["group"], out, params, GW, DECISION)
-    res = cluster.read_clusters(out)
-    poison = truth(scenario)
-    assert np.array_equal(res["flagged"], poison)
+    gw = {**GW, "tile": 16, "mode": "full", "knn": {}}  # the whole distances.gw section
+    res = run(scenario, "gw_kmeans", {"params": params, "gw": gw, "decision": DECISION},
+              distance="gw")  # fmt: skip
+    assert np.array_equal(res["flagged"], truth(scenario))
     assert res["k"] == 2 and res["center_distances"].shape == (38, 2)
     assert 1 <= int(res["n_iter"]) <= 5
 
 
 @pytest.mark.parametrize("analysis", ["smaller", "distance", "silhouette-scores"])
-def test_activation_clustering_step(scenario: dict[str, Path], analysis: str) -> None:
-    out = scenario["dir"] / f"ac_{analysis}.npz"
+def test_activation_clustering_detector(scenario: dict[str, Path], analysis: str) -> None:
     params = {"nb_dims": 10, "reduce": "PCA", "nb_clusters": 2, "cluster_analysis": analysis,
               "size_threshold": 0.35, "silhouette_threshold": 0.1, "n_init": 5,
               "seed": 0}  # fmt: skip
-    cluster.cluster_activations(scenario["group"], out, params)
-    res = cluster.read_clusters(out)
+    res = run(scenario, "ac", {"params": params}, name=f"ac_{analysis}", distance=None)
     assert res["decision_rule"] == analysis and res["k"] == 2
     if analysis != "distance":  # ART's distance analysis decides on other grounds
         assert np.array_equal(res["flagged"], truth(scenario))
 
 
-def test_spectral_signatures_and_raw_steps(scenario: dict[str, Path]) -> None:
+def test_spectral_signatures_and_raw_detectors(scenario: dict[str, Path]) -> None:
     poison = truth(scenario)
-    ss = scenario["dir"] / "ss.npz"
-    cluster.spectral_signatures(scenario["group"], ss, {"expected_poison_rate": 0.2,
-                                                        "eps_multiplier": 1.5})  # fmt: skip
-    res = cluster.read_clusters(ss)
+    ss = {"params": {"expected_poison_rate": 0.2, "eps_multiplier": 1.5}}
+    res = run(scenario, "ss", ss, distance=None)
     assert res["k"] is None and res["flagged"][poison].all()
     assert res["flagged"].sum() in (11, 12)  # top 30 % of 38
-    raw = scenario["dir"] / "raw.npz"
     params = {"nb_dims": 5, "reduce": "PCA", "nb_clusters": 2, "n_init": 5, "seed": 0}
-    cluster.cluster_raw(scenario["dir"] / "poisoned.h5", scenario["group"], raw, params, DECISION)
-    assert np.array_equal(cluster.read_clusters(raw)["flagged"], poison)
+    raw = run(scenario, "raw", {"params": params, "decision": DECISION}, distance=None)
+    assert np.array_equal(raw["flagged"], poison)
+
+
+def test_detect_names_an_unknown_method(scenario: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="unknown detection method 'nope'; available: .*hc_l2"):
+        detect("nope", scenario["group"], scenario["dir"] / "x.npz", {})
 
 
 def test_evaluate_and_summarize(scenario: dict[str, Path]) -> None:
     d = scenario["dir"]
-    cluster.cluster_distances(
-        d / "distances" / "l2.zarr", d / "hc_l2.npz", "spectral", SPRAY, DECISION
-    )
-    cluster.spectral_signatures(scenario["group"], d / "ss_eval.npz",
-                                {"expected_poison_rate": 0.33, "eps_multiplier": 1.5})  # fmt: skip
+    run(scenario, "hc_l2", {"params": SPRAY, "decision": DECISION})
+    run(scenario, "ss", {"params": {"expected_poison_rate": 0.33, "eps_multiplier": 1.5}},
+        name="ss_eval", distance=None)  # fmt: skip
     ctx = {"dataset": "synthetic", "scenario": "s", "attack": "sticker", "poison_rate": 0.2,
            "sticker_size": 3, "model": "net"}  # fmt: skip
-    cluster.evaluate_scenario(scenario["group"], d / "metrics.json",
-                              {"hc_l2": d / "hc_l2.npz", "ss": d / "ss_eval.npz"},
-                              d / "evaluation.json", ctx, art_out=d / "art.json")  # fmt: skip
+    evaluate_scenario(scenario["group"], d / "metrics.json",
+                      {"hc_l2": d / "hc_l2.npz", "ss": d / "ss_eval.npz"},
+                      d / "evaluation.json", ctx, art_out=d / "art.json")  # fmt: skip
     rows = json.loads((d / "evaluation.json").read_text())
     hc = next(r for r in rows if r["method"] == "hc_l2")
     assert (hc["tp"], hc["fp"], hc["fn"], hc["tn"]) == (8, 0, 0, 30)
@@ -193,7 +199,7 @@ def test_evaluate_and_summarize(scenario: dict[str, Path]) -> None:
     art = json.loads((d / "art.json").read_text())
     assert art["hc_l2"][f"class_{TARGET}"]["TruePositive"] == {
         "rate": 100.0, "numerator": 8, "denominator": 8}  # fmt: skip
-    table = cluster.summarize([d / "evaluation.json"], d / "summary.csv")
+    table = summarize([d / "evaluation.json"], d / "summary.csv")
     with open(d / "summary.csv") as f:
         summary = list(csv.DictReader(f))
     assert [r["method"] for r in summary] == ["hc_l2", "ss"]
@@ -203,20 +209,22 @@ def test_evaluate_and_summarize(scenario: dict[str, Path]) -> None:
 
 def test_evaluate_clean_control_has_nan_auroc(scenario: dict[str, Path]) -> None:
     d = scenario["dir"]
-    cluster.cluster_distances(d / "clean_l2.zarr", d / "c.npz", "spectral", SPRAY, DECISION)
-    cluster.evaluate_scenario(scenario["store"] / "0", d / "metrics.json", {"hc_l2": d / "c.npz"},
-                              d / "clean_eval.json", {"scenario": "clean"})  # fmt: skip
+    detect("hc_l2", scenario["store"] / "0", d / "c.npz", {"params": SPRAY, "decision": DECISION},
+           distance_store=d / "clean_l2.zarr")  # fmt: skip
+    run(scenario, "hc_l2", {"params": SPRAY, "decision": DECISION})
+    evaluate_scenario(scenario["store"] / "0", d / "metrics.json", {"hc_l2": d / "c.npz"},
+                      d / "clean_eval.json", {"scenario": "clean"})  # fmt: skip
     (row,) = json.loads((d / "clean_eval.json").read_text())
     assert row["n_poison"] == 0 and math.isnan(row["auroc"]) and math.isnan(row["tpr"])
     with pytest.raises(ValueError, match="has 38 samples but"):
-        cluster.evaluate_scenario(scenario["store"] / "0", d / "metrics.json",
-                                  {"hc_l2": d / "hc_l2.npz"}, d / "x.json", {})  # fmt: skip
+        evaluate_scenario(scenario["store"] / "0", d / "metrics.json",
+                          {"hc_l2": d / "hc_l2.npz"}, d / "x.json", {})  # fmt: skip
 
 
 def test_scan_ranks_the_attacked_class_first(scenario: dict[str, Path]) -> None:
     d = scenario["dir"]
-    rank = scan.scan_classes(scenario["store"], d / "scan.csv", d / "scan.png", SPRAY, TARGET,
-                             decision=DECISION)  # fmt: skip
+    rank = scan_classes(scenario["store"], d / "scan.csv", d / "scan.png", SPRAY, DECISION,
+                        target=TARGET)  # fmt: skip
     assert rank == 1
     with open(d / "scan.csv") as f:
         rows = list(csv.DictReader(f))
@@ -228,36 +236,34 @@ def test_scan_ranks_the_attacked_class_first(scenario: dict[str, Path]) -> None:
 def test_retrain_filtered_removes_the_flags_and_reports(
     scenario: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from poisonscan import training
+
     d = scenario["dir"]
     seen = {}
 
-    def fake_train(dataset, checkpoint, metrics, model, params, threads=1):
-        ds = read_dataset(dataset)
+    def fake_fit(ds, model_name, params, device=None, workers=0):
         seen["n"], seen["poison"] = len(ds.y_train), int(ds.extra["poison_mask"].sum())
-        Path(metrics).write_text(json.dumps({"clean_acc": 0.95, "asr": 0.05}))
+        return None, {"clean_acc": 0.95, "asr": 0.05}
 
-    # the step imports train from its module (the package attribute is the function)
-    monkeypatch.setattr(sys.modules["poisonscan.steps.train"], "train", fake_train)
-    cluster.cluster_distances(
-        d / "distances" / "l2.zarr", d / "hc_l2.npz", "spectral", SPRAY, DECISION, "hc_l2"
-    )
-    scan.retrain_filtered(d / "poisoned.h5", d / "r_hc.json", {"name": "net"}, {},
-                          clusters=d / "hc_l2.npz", explanations=scenario["group"])  # fmt: skip
+    monkeypatch.setattr(training, "fit_and_evaluate", fake_fit)
+    run(scenario, "hc_l2", {"params": SPRAY, "decision": DECISION})
+    retrain_filtered(d / "poisoned.h5", d / "r_hc.json", {"name": "net"}, {},
+                     detection=d / "hc_l2.npz", explanations=scenario["group"])  # fmt: skip
     assert seen == {"n": 102 - 8, "poison": 0}
     row = json.loads((d / "r_hc.json").read_text())
     assert row["filter"] == "hc_l2" and row["n_poison_removed"] == 8 and row["n_clean_removed"] == 0
     assert row["asr"] == 0.05
-    scan.retrain_filtered(d / "poisoned.h5", d / "r_perfect.json", {"name": "net"}, {})
+    retrain_filtered(d / "poisoned.h5", d / "r_perfect.json", {"name": "net"}, {})
     assert json.loads((d / "r_perfect.json").read_text())["filter"] == "perfect"
-    rows = scan.removal_table(d / "metrics.json", d / "poisoned.h5",
-                              {"hc_l2": d / "r_hc.json", "perfect": d / "r_perfect.json"},
-                              d / "removal.csv")  # fmt: skip
+    rows = removal_table(d / "metrics.json", d / "poisoned.h5",
+                         {"hc_l2": d / "r_hc.json", "perfect": d / "r_perfect.json"},
+                         d / "removal.csv")  # fmt: skip
     assert [r["filter"] for r in rows] == ["none", "hc_l2", "perfect"]
     assert rows[0]["asr"] == 0.8 and rows[0]["n_poison_left"] == 8
     with open(d / "removal.csv") as f:
         assert csv.DictReader(f).fieldnames == list(REMOVAL_COLUMNS)
     with pytest.raises(ValueError, match="needs the class group"):
-        scan.retrain_filtered(d / "poisoned.h5", d / "x.json", {}, {}, clusters=d / "hc_l2.npz")
+        retrain_filtered(d / "poisoned.h5", d / "x.json", {}, {}, detection=d / "hc_l2.npz")
 
 
 def test_bench_detection_runs_the_methods_on_a_run_directory(scenario: dict[str, Path]) -> None:
@@ -267,9 +273,38 @@ def test_bench_detection_runs_the_methods_on_a_run_directory(scenario: dict[str,
 
     assert store_classes(scenario["store"]) == [0, TARGET, 7]
     cfg = {"dataset": {"name": "synthetic"}, "scenarios": {"s": {"attack": "clean", "target": 5}},
-           "clustering": {**SPRAY, **DECISION}, "baselines": {"raw": {"nb_dims": 5}}}  # fmt: skip
+           "clustering": {"spray": SPRAY, "decision": DECISION},
+           "baselines": {"raw": {"nb_dims": 5}}}  # fmt: skip
     schema = load_schema(Path(__file__).parents[1] / "config" / "schema.yaml")
     rows = run_methods(scenario["dir"], validate_config(cfg, schema), ["hc_l2", "ac", "raw"])
     assert [r["method"] for r in rows] == ["ac", "hc_l2", "raw"]
     for r in rows:
         assert (r["tpr"], r["tnr"]) == (1.0, 1.0) and r["seconds"] >= 0
+
+
+def test_analysis_steps_run_without_torch(scenario: dict[str, Path]) -> None:
+    """The analysis environment needs no torch: detection, evaluation and the scan run
+    without loading it."""
+    import subprocess
+    import sys
+
+    d = scenario["dir"]
+    code = f"""
+import sys
+from poisonscan.steps.detect import detect
+from poisonscan.steps.evaluate import evaluate_scenario
+from poisonscan.steps.scan import scan_classes
+sections = {{"params": {SPRAY!r}, "decision": {DECISION!r}}}
+detect("hc_l2", {str(scenario["group"])!r}, {str(d / "nt.npz")!r}, sections,
+       distance_store={str(d / "distances" / "l2.zarr")!r})
+detect("ac", {str(scenario["group"])!r}, {str(d / "nt_ac.npz")!r},
+       {{"params": {{"nb_dims": 5}}}})
+evaluate_scenario({str(scenario["group"])!r}, {str(d / "metrics.json")!r},
+                  {{"hc_l2": {str(d / "nt.npz")!r}}}, {str(d / "nt.json")!r}, {{}})
+scan_classes({str(scenario["store"])!r}, {str(d / "nt.csv")!r}, None, {SPRAY!r},
+             {DECISION!r})
+print("torch" in sys.modules)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "False"
