@@ -52,6 +52,10 @@ PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scancel", "munged")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
 MARKER = "# poisonscan tests/test_slurm.py, pid "
+# The SLURM run's limit. Each job parses the workflow twice (the job step and its srun), and
+# the status checks come at most every few seconds: on an idle 2-core machine the run takes
+# a few minutes, on a shared one much longer.
+RUN_TIMEOUT = 1800
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin"])
 
 
@@ -332,7 +336,8 @@ def node_profile(path: Path) -> Path:
     - ``slurm-status-command: squeue``: no slurmdbd here, so sacct cannot answer (the
       executor would otherwise pick sacct because the binary exists).
     - ``retries: 0``: a failure shows at once instead of after two more attempts.
-    - ``slurm-init-seconds-before-status-checks: 2`` instead of 40: seconds-long jobs.
+    - ``slurm-init-seconds-before-status-checks: 5`` instead of 40 (jobs of seconds): the
+      executor looks 5, 20, 45, ... s after a submission (10 s more each time nothing ended).
     """
     site = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     local = yaml.safe_load((REPO / "profiles" / "default" / "config.yaml").read_text())
@@ -342,7 +347,7 @@ def node_profile(path: Path) -> Path:
         "set-threads": {**site["set-threads"], **threads},
         "retries": 0,
         "slurm-status-command": "squeue",
-        "slurm-init-seconds-before-status-checks": 2,
+        "slurm-init-seconds-before-status-checks": 5,
     }
     profile["default-resources"] = {**site["default-resources"], "slurm_partition": "debug"}
     resources = {}
@@ -375,15 +380,20 @@ def test_workflow_through_slurm_equals_the_local_run(
                 "local_directory": str(tmp_path / "dask-scratch")}  # fmt: skip
     config = write_config(work, {**TINY, "dask": {"cluster": "slurm", "jobqueue": jobqueue}})
     profile = node_profile(tmp_path / "profile")
+    log = tmp_path / "snakemake.txt"
     start = time.monotonic()
-    proc = subprocess.run(
-        [*SNAKEMAKE, "--directory", str(work), "--configfile", str(config),
-         "--workflow-profile", str(profile)],
-        capture_output=True, text=True, env={**slurm.env, "PYTHONHASHSEED": "0"}, timeout=900,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    (tmp_path / "snakemake.txt").write_text(out)
-    assert proc.returncode == 0, _tail(out, 6000) + "\n" + slurm.daemon_logs()
+    with open(log, "w") as f:
+        try:
+            returncode = subprocess.run(
+                [*SNAKEMAKE, "--directory", str(work), "--configfile", str(config),
+                 "--workflow-profile", str(profile)],
+                stdout=f, stderr=subprocess.STDOUT, env={**slurm.env, "PYTHONHASHSEED": "0"},
+                timeout=RUN_TIMEOUT,
+            ).returncode  # fmt: skip
+        except subprocess.TimeoutExpired:
+            returncode = f"timeout after {RUN_TIMEOUT} s"
+    out = log.read_text()
+    assert returncode == 0, f"{returncode}\n{_tail(out, 6000)}\n{slurm.daemon_logs()}"
     print(f"workflow through SLURM: {time.monotonic() - start:.0f} s")
 
     # every rule was an sbatch job ...
