@@ -401,6 +401,8 @@ def test_workflow_through_slurm_equals_the_local_run(
     assert {"train", "explain", "distances_gw"} <= submitted, submitted
     jobs = slurm.jobs()
     rule_jobs = {k.split("_wildcards_")[0].removeprefix("rule_"): (t, c) for _, k, t, c in jobs}
+    # train's job had as many CPUs as train has threads (no default cpus_per_task in the
+    # profile to take precedence)
     assert rule_jobs["train"] == ("COMPLETED", threads_of(profile, "train")), rule_jobs
     # ... and the GW tiles were solved by SLURMCluster workers (batch jobs of their own)
     workers = [(t, c) for name, _, t, c in jobs if name == "dask-worker"]
