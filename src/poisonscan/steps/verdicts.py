@@ -1,0 +1,281 @@
+"""Rules verdicts, verdict_baselines and evaluate_verdicts (rules/verdicts.smk): the verdict on
+every class, the suspicious images, the baselines with the same interface, and their scores
+against the ground truth."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from poisonscan.explain.store import read_explanations, store_classes
+from poisonscan.parameters import from_section
+from poisonscan.storage import (
+    ImageDataset,
+    atomic_path,
+    read_dataset,
+    read_npz,
+    write_csv,
+    write_json,
+    write_npz,
+)
+
+__all__ = [
+    "BASELINES",
+    "SUSPICIOUS_COLUMNS",
+    "VERDICT_COLUMNS",
+    "audit_scenario",
+    "baseline_verdicts",
+    "evaluate_verdicts",
+    "image_groups",
+]
+
+log = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike[str]
+
+VERDICT_COLUMNS = ("class", "name", "verdict", "n", "n_groups", "statistic", "z", "p", "q",
+                   "n_flagged", "signal", "trigger", "flip_rate", "control_flip_rate", "flip_p",
+                   "label_disagreement", "label_main_other", "label_z", "label_q",
+                   "label_flagged")  # fmt: skip
+SUSPICIOUS_COLUMNS = ("path", "index", "class", "name", "score", "p", "q", "signal",
+                      "peak_share", "trigger_score", "prediction")  # fmt: skip
+# The baselines with a verdict on every class (rule verdict_baselines).
+BASELINES = ("scan_tang", "spectre", "ac", "ss")
+
+
+def image_groups(ds: ImageDataset) -> np.ndarray:
+    """Near-duplicate group of every training image: the dataset's ``group_train`` (or GTSRB's
+    ``track_train``), else one group per image."""
+    for key in ("group_train", "track_train"):
+        if key in ds.extra:
+            return np.asarray(ds.extra[key])
+    return np.arange(len(ds.y_train))
+
+
+def _image_ids(ds: ImageDataset) -> np.ndarray:
+    """The identity of every training image: its file path where the dataset has one."""
+    if "path_train" in ds.extra:
+        return np.asarray(ds.extra["path_train"]).astype(str)
+    return np.array([f"#{i}" for i in range(len(ds.y_train))])
+
+
+def _classes(explanations: PathLike, groups: np.ndarray) -> dict[int, Any]:
+    from poisonscan.verdicts import ClassData
+
+    out = {}
+    for c in store_classes(explanations):
+        e = read_explanations(explanations, c)
+        out[c] = ClassData(e["heatmaps"], e["index"], e["prediction"], groups[e["index"]])
+    return out
+
+
+def audit_scenario(
+    explanations: PathLike,
+    dataset: PathLike,
+    checkpoint: PathLike,
+    out_dir: PathLike,
+    params: Mapping[str, Any],
+    threads: int = 1,
+) -> None:
+    """The verdict on every class of the explanation store (:func:`poisonscan.verdicts.audit`).
+
+    Writes into ``out_dir``: ``verdicts.csv`` (one row per class, :data:`VERDICT_COLUMNS`),
+    ``suspicious.csv`` (one row per flagged image, :data:`SUSPICIOUS_COLUMNS`, most
+    suspicious first), ``samples.npz`` (per training image: ``flagged``, ``score``, ``p``,
+    ``q``, ``peak_share``, ``trigger_score``), ``verdicts.json`` (parameters, triggers, causal
+    checks, label disagreement), ``verdicts.png`` and, per poisoned class,
+    ``classes/class_<id>.png`` (its trigger and most suspicious images).
+
+    Parameters
+    ----------
+    explanations : path
+        The explanation store, one group per class (every class must be explained).
+    dataset : path
+        The training set (images, test split, near-duplicate groups).
+    checkpoint : path
+        The trained model, for the causal check.
+    params : mapping
+        The ``verdicts`` config section.
+    """
+    from poisonscan import training
+    from poisonscan.verdicts import VerdictParams, audit, verdict_table
+
+    p = from_section(VerdictParams, "verdicts", params)
+    training.set_threads(threads)
+    ds = read_dataset(dataset)
+    missing = sorted(set(range(ds.n_classes)) - set(store_classes(explanations)))
+    if missing:
+        raise ValueError(
+            f"{explanations} has no explanations of classes {missing}: the verdicts compare "
+            "every class with the others, so set explain.classes to all"
+        )
+    model, norm, _ = training.load_checkpoint(checkpoint)
+    classes = _classes(explanations, image_groups(ds))
+    result = audit(classes, ds.x_train, ds.x_test, ds.y_test,
+                   lambda x: training.predict(model, norm, x), p)  # fmt: skip
+    names = {c: ds.class_names[c] if c < len(ds.class_names) else str(c) for c in classes}
+    rows = verdict_table(result, ds.y_train, names)
+    out = Path(out_dir)
+    write_csv(out / "verdicts.csv", rows, VERDICT_COLUMNS)
+    ids = _image_ids(ds)
+    flagged = np.flatnonzero(result.flagged)
+    prediction = np.full(len(ds.y_train), -1)
+    for d in classes.values():
+        prediction[d.index] = d.prediction
+    suspicious = [
+        {"path": ids[i], "index": int(i), "class": int(ds.y_train[i]),
+         "name": names[int(ds.y_train[i])], "score": float(result.score[i]),
+         "p": float(result.p[i]), "q": float(result.q[i]), "signal": str(result.signal[i]),
+         "peak_share": float(result.peak_share[i]), "trigger_score": float(result.trigger_score[i]),
+         "prediction": int(prediction[i])}
+        for i in flagged[np.argsort(-result.score[flagged], kind="stable")]
+    ]  # fmt: skip
+    write_csv(out / "suspicious.csv", suspicious, SUSPICIOUS_COLUMNS)
+    write_npz(out / "samples.npz", flagged=result.flagged, score=result.score, p=result.p,
+              q=result.q, peak_share=result.peak_share,
+              trigger_score=result.trigger_score)  # fmt: skip
+    write_json(out / "verdicts.json", result.summary())
+    from poisonscan.verdicts.figures import save_class_montage, save_verdict_figure
+
+    save_verdict_figure(result, ds, out / "verdicts.png", names)
+    with atomic_path(out / "classes") as tmp:
+        tmp.mkdir()
+        for c in result.poisoned_classes:
+            save_class_montage(result, ds, classes[c].heatmaps, classes[c].index, c,
+                               tmp / f"class_{c}.png")  # fmt: skip
+    log.info("poisoned classes: %s; %d of %d training images flagged",
+             result.poisoned_classes or "none", int(result.flagged.sum()),
+             len(result.flagged))  # fmt: skip
+
+
+def baseline_verdicts(
+    explanations: PathLike,
+    dataset: PathLike,
+    out: PathLike,
+    sections: Mapping[str, Mapping[str, Any]],
+    target: int | None = None,
+) -> None:
+    """The baselines on every class, as verdicts: per class flagged or not, per image flagged.
+
+    ``scan_tang`` (SCAn: a class verdict by its robust z over classes), ``spectre`` (told the
+    target class and the true poison count as its bound; analyses that class only), ``ac``
+    and ``ss`` (no class decision of their own: every class is analysed and keeps whatever
+    they flag, a class counts as flagged when anything in it is).
+
+    Parameters
+    ----------
+    explanations : path
+        The explanation store (``activations`` of every class).
+    dataset : path
+        The training set (labels, and the poison count SPECTRE is told).
+    out : path
+        ``.npz``: per method ``<method>_flagged`` (n_train,), ``<method>_score`` (n_train,),
+        ``<method>_classes`` (the flagged class ids).
+    sections : mapping
+        ``scan_tang``, ``spectre``, ``ac`` (activation_clustering) and ``ss`` (baselines.ss)
+        config sections.
+    target : int, optional
+        The attacked class (SPECTRE only; None: SPECTRE is skipped).
+    """
+    from poisonscan import baselines
+    from poisonscan.clustering import estimator_params
+
+    ds = read_dataset(dataset)
+    n = len(ds.y_train)
+    classes = store_classes(explanations)
+    feats = {c: read_explanations(explanations, c) for c in classes}
+    arrays: dict[str, np.ndarray] = {}
+
+    def put(name: str, flagged: np.ndarray, score: np.ndarray) -> None:
+        arrays[f"{name}_flagged"] = flagged
+        arrays[f"{name}_score"] = score
+        hit = sorted({int(ds.y_train[i]) for i in np.flatnonzero(flagged)})
+        arrays[f"{name}_classes"] = np.asarray(hit, dtype=np.int64)
+        log.info("%s: classes flagged %s, %d images", name, hit, int(flagged.sum()))
+
+    usable = [c for c in classes if len(feats[c]["index"]) >= 2]
+    x = [feats[c]["activations"] for c in usable]
+    scan = baselines.SCAn(**estimator_params(sections["scan_tang"])).fit(x)
+    flagged, score = np.zeros(n, dtype=bool), np.full(n, math.nan)
+    index = np.concatenate([feats[c]["index"] for c in usable])
+    flagged[index], score[index] = scan.flagged_, scan.score_
+    put("scan_tang", flagged, score)
+    for name, make in (("ac", lambda s: baselines.ActivationClustering(**estimator_params(s))),
+                       ("ss", lambda s: baselines.SpectralSignatures(**dict(s)))):  # fmt: skip
+        flagged, score = np.zeros(n, dtype=bool), np.full(n, math.nan)
+        for c in usable:
+            est = make(sections[name]).fit(feats[c]["activations"])
+            flagged[feats[c]["index"]], score[feats[c]["index"]] = est.flagged_, est.score_
+        put(name, flagged, score)
+    if target is not None and target in usable:
+        # told the answer: the target class and the true poison count as the bound
+        poison = np.asarray(ds.extra.get("poison_mask", np.zeros(n, dtype=bool)), dtype=bool)
+        eps = max(1, int(poison[ds.y_train == target].sum()))
+        est = baselines.SPECTRE(target_class=usable.index(target), eps=eps,
+                                **dict(sections["spectre"])).fit(x)  # fmt: skip
+        flagged, score = np.zeros(n, dtype=bool), np.full(n, math.nan)
+        flagged[feats[target]["index"]] = est.flagged_[est.in_target_]
+        score[feats[target]["index"]] = est.score_[est.in_target_]
+        put("spectre", flagged, score)
+    write_npz(out, **arrays)
+
+
+def evaluate_verdicts(
+    verdicts: PathLike,
+    samples: PathLike,
+    baselines_npz: PathLike,
+    dataset: PathLike,
+    out: PathLike,
+    context: Mapping[str, Any],
+    target: int | None,
+) -> list[dict[str, Any]]:
+    """Score the verdicts of poisonscan and of every baseline against the ground truth.
+
+    Returns (and writes to ``out`` as JSON) one row per method with the context columns and
+    :func:`poisonscan.evaluate.verdict_metrics`; ``target`` is None for the clean control.
+    """
+    import csv
+
+    from poisonscan.evaluate import verdict_metrics
+
+    ds = read_dataset(dataset)
+    n = len(ds.y_train)
+    poison = np.asarray(ds.extra.get("poison_mask", np.zeros(n, dtype=bool)), dtype=bool)
+    classes = np.arange(ds.n_classes)
+    with open(verdicts, newline="") as f:
+        table = list(csv.DictReader(f))
+    ours = read_npz(samples)
+    hit = np.isin(classes, [int(r["class"]) for r in table if r["verdict"] == "poisoned"])
+    rows = [{**context, "method": "poisonscan",
+             **verdict_metrics(hit, classes, ours["flagged"], poison, ds.y_train, target,
+                               np.nan_to_num(ours["score"], nan=0.0))}]  # fmt: skip
+    base = read_npz(baselines_npz)
+    for name in BASELINES:
+        if f"{name}_flagged" not in base:
+            continue
+        hit = np.isin(classes, base[f"{name}_classes"])
+        score = np.nan_to_num(base[f"{name}_score"], nan=-np.inf)
+        score = np.where(np.isfinite(score), score, np.nanmin(score[np.isfinite(score)]) - 1)
+        rows.append({**context, "method": name,
+                     **verdict_metrics(hit, classes, base[f"{name}_flagged"], poison, ds.y_train,
+                                       target, score)})  # fmt: skip
+    write_json(out, rows)
+    return rows
+
+
+def summarize_verdicts(evaluations: Sequence[PathLike], out: PathLike) -> list[dict[str, Any]]:
+    """All scenarios' verdict evaluations in one CSV (lists joined by spaces)."""
+    rows = []
+    for path in evaluations:
+        for row in json.loads(Path(path).read_text()):
+            rows.append({k: " ".join(map(str, v)) if isinstance(v, list) else v
+                         for k, v in row.items()})  # fmt: skip
+    write_csv(out, rows)
+    return rows
