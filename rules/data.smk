@@ -6,6 +6,8 @@ rule make_dataset:
             caption="../workflow/report/dataset.rst",
             category="Data",
         ),
+        # the bad files and classes of a user's dataset that were left out (on_bad_input: skip)
+        bad_input="results/{dataset}/bad_input.csv",
     params:
         dataset=config["dataset"],
         code=code("data"),

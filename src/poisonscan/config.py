@@ -27,7 +27,9 @@ class ConfigError(ValueError):
 
 def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read the YAML/JSON schema at ``path``; the allowed detection methods and heatmap
-    distances come from their registry (:data:`poisonscan.detectors.DETECTORS`)."""
+    distances come from their registry (:data:`poisonscan.detectors.DETECTORS`), the
+    dataset names from theirs (:data:`poisonscan.datasets.DATASETS`)."""
+    from poisonscan.datasets import DATASETS
     from poisonscan.detectors import DETECTORS, DISTANCES
 
     with open(path) as f:
@@ -37,6 +39,7 @@ def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
     props["clustering"]["properties"]["methods"]["items"] = methods
     props["removal"]["properties"]["methods"]["items"] = methods
     props["distances"]["properties"]["methods"]["items"] = {"enum": list(DISTANCES)}
+    props["dataset"]["properties"]["name"]["enum"] = list(DATASETS)
     return schema
 
 
@@ -156,15 +159,8 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
 
 
 def _check_semantics(cfg: dict[str, Any]) -> None:
-    from poisonscan import data, gtsrb  # the dataset's classes decide valid ids
-
     ds = cfg["dataset"]
-    n_classes = len(gtsrb.CLASS_NAMES if ds["name"] == "gtsrb" else data.CLASS_NAMES)
-    if ds["name"] == "gtsrb" and not Path(ds["path"]).exists():
-        raise ConfigError(
-            f"config key 'dataset.path': {ds['path']} does not exist (expected the GTSRB npz "
-            "file or the folder holding GTSRB/Final_Training/Images)"
-        )
+    n_classes = _check_dataset(cfg)  # the dataset's classes decide valid ids
     size = ds["image_size"]
     for name, sc in cfg["scenarios"].items():
         _check_scenario(name, sc, ds, n_classes)
@@ -179,6 +175,21 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         )
     _check_parameters(cfg)
     _check_methods(cfg)
+
+
+def _check_dataset(cfg: Mapping[str, Any]) -> int:
+    """Bad input (unreadable images, tiny classes ...) are checked before any work
+    (:func:`poisonscan.datasets.check_input`); return the class count."""
+    from poisonscan.datasets import DatasetError, check_input
+
+    try:
+        info = check_input(cfg["dataset"])
+    except DatasetError as err:
+        text = str(err)
+        raise ConfigError(text if text.startswith("config key") else
+                          f"config key 'dataset.path': {text}") from err  # fmt: skip
+    assert info.n_classes is not None  # every registered dataset knows its classes
+    return info.n_classes
 
 
 def _check_parameters(cfg: Mapping[str, Any]) -> None:

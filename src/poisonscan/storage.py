@@ -200,15 +200,27 @@ def write_dataset(path: str | os.PathLike[str], data: ImageDataset) -> None:
         }
         for name, arr in arrays.items():
             arr = np.asarray(arr)
+            text = arr.dtype.kind == "U"  # HDF5 has no UCS-4 strings: fixed-length UTF-8 bytes
+            if text:
+                arr = np.char.encode(arr, "utf-8")
             chunked = arr.ndim >= 3 and arr.shape[0] > 0
-            f.create_dataset(
+            dset = f.create_dataset(
                 name,
                 data=arr,
                 compression="gzip" if chunked else None,
                 chunks=(min(256, arr.shape[0]), *arr.shape[1:]) if chunked else None,
             )
+            if text:
+                dset.attrs["text"] = "utf-8"
         f.attrs["class_names"] = json.dumps(list(data.class_names))
         f.attrs["meta"] = json.dumps(data.meta, sort_keys=True)
+
+
+def _decoded(dset: h5py.Dataset) -> np.ndarray:
+    value = dset[()]
+    if dset.attrs.get("text") == "utf-8":  # str arrays (file paths) were stored as UTF-8
+        return np.char.decode(value, "utf-8")
+    return value
 
 
 def read_dataset(path: str | os.PathLike[str]) -> ImageDataset:
@@ -233,7 +245,7 @@ def read_dataset(path: str | os.PathLike[str]) -> ImageDataset:
         if missing:
             raise ValueError(f"{p} lacks the arrays {missing}; expected {list(_CORE)}")
         core = {k: f[k][()] for k in _CORE}
-        extra = {k: f[k][()] for k in f if k not in _CORE}
+        extra = {k: _decoded(f[k]) for k in f if k not in _CORE}
         class_names = json.loads(f.attrs.get("class_names", "[]"))
         meta = json.loads(f.attrs.get("meta", "{}"))
     return ImageDataset(

@@ -247,7 +247,8 @@ def validation_split(
 
     Datasets with ``extra["track_train"]`` (GTSRB) are split by whole tracks
     (:func:`poisonscan.gtsrb.track_split`): frames of one physical sign are near
-    duplicates and must not sit on both sides. Other datasets get a seeded
+    duplicates and must not sit on both sides; so are datasets with near-duplicate groups
+    (``extra["group_train"]``, :mod:`poisonscan.datasets.split`). Other datasets get a seeded
     split stratified by (possibly poisoned) label, or a plain seeded split when a
     class is too small to stratify.
 
@@ -266,7 +267,7 @@ def validation_split(
     n = len(data.y_train)
     if fraction == 0.0:
         return np.arange(n), np.zeros(0, dtype=np.int64)
-    tracks = data.extra.get("track_train")
+    tracks = data.extra.get("track_train", data.extra.get("group_train"))
     if tracks is not None:
         if len(tracks) != n:
             raise ValueError(f"{len(tracks)} track ids for {n} training images")

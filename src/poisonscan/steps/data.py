@@ -8,35 +8,52 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from poisonscan import data, gtsrb
-from poisonscan.storage import read_dataset, write_dataset
+from poisonscan import data, datasets
+from poisonscan.storage import read_dataset, write_csv, write_dataset
 
-__all__ = ["make_dataset", "poison_dataset"]
+__all__ = ["BAD_INPUT_COLUMNS", "make_dataset", "poison_dataset"]
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
 
+# Columns of bad_input.csv (rule make_dataset).
+BAD_INPUT_COLUMNS = ("path", "class", "split", "problem", "action")
 
-def make_dataset(out: PathLike, params: Mapping[str, Any], montage: PathLike | None = None) -> None:
-    """Generate or import the dataset described by the ``dataset`` config section."""
+
+def make_dataset(
+    out: PathLike,
+    params: Mapping[str, Any],
+    montage: PathLike | None = None,
+    bad_input: PathLike | None = None,
+) -> None:
+    """Generate or import the dataset described by the ``dataset`` config section.
+
+    The dataset comes from its registry entry (:func:`poisonscan.datasets.load_dataset`).
+    With ``bad_input``, the bad files and classes of a user's dataset (all of them skipped:
+    with ``on_bad_input: stop`` there are none, or loading stops) are written there as CSV
+    (path, class, split, problem, action); header only when there are none.
+    """
     t0 = time.perf_counter()
-    if params["name"] == "synthetic":
-        ds = data.make_synthetic_signs(
-            n_train_per_class=params["n_train_per_class"],
-            n_test_per_class=params["n_test_per_class"],
-            seed=params["seed"],
-            image_size=params["image_size"],
+    problems: list[datasets.InputProblem] = []
+    if datasets.DATASETS[params["name"]].user_data:
+        problems = datasets.check_input(params).problems
+        for p in problems:
+            log.warning("skipped %s", p)
+    ds = datasets.load_dataset(params)
+    converted = ds.meta.get("converted") or {}
+    if converted:
+        log.info(
+            "converted to RGB: %s", ", ".join(f"{n} {m}" for m, n in sorted(converted.items()))
         )
-    elif params["name"] == "gtsrb":
-        ds = gtsrb.load_gtsrb(params["path"], params["image_size"], params["crop_roi"])
-    else:
-        raise ValueError(f"unknown dataset {params['name']!r}; available: ['synthetic', 'gtsrb']")
     log.info(
-        "%s: %d train / %d test images of %d classes in %.1f s", params["name"],
-        len(ds.y_train), len(ds.y_test), ds.n_classes, time.perf_counter() - t0,
+        "%s: %d train / %d test images of %d classes in %.1f s (%d bad files or classes skipped)",
+        params["name"], len(ds.y_train), len(ds.y_test), ds.n_classes, time.perf_counter() - t0,
+        len(problems),
     )  # fmt: skip
     write_dataset(out, ds)
+    if bad_input is not None:
+        write_csv(bad_input, datasets.bad_input_rows(problems, "skipped"), BAD_INPUT_COLUMNS)
     if montage is not None:
         data.save_montage(ds, montage)
 
