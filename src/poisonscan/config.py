@@ -178,9 +178,11 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
 
 
 def _check_dataset(cfg: Mapping[str, Any]) -> int:
-    """Bad input (unreadable images, tiny classes ...) are checked before any work
-    (:func:`poisonscan.datasets.check_input`); return the class count."""
+    """Bad input (unreadable images, tiny classes ...) and a user's model file are checked
+    before any work (:func:`poisonscan.datasets.check_input`,
+    :func:`poisonscan.modelfile.check_model_config`); return the class count."""
     from poisonscan.datasets import DatasetError, check_input
+    from poisonscan.modelfile import ModelFileError, check_model_config
 
     try:
         info = check_input(cfg["dataset"])
@@ -188,6 +190,10 @@ def _check_dataset(cfg: Mapping[str, Any]) -> int:
         text = str(err)
         raise ConfigError(text if text.startswith("config key") else
                           f"config key 'dataset.path': {text}") from err  # fmt: skip
+    try:
+        check_model_config(cfg)
+    except ModelFileError as err:
+        raise ConfigError(str(err)) from err
     assert info.n_classes is not None  # every registered dataset knows its classes
     return info.n_classes
 

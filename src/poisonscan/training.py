@@ -696,7 +696,6 @@ def load_checkpoint(
         if not p.is_file():
             raise FileNotFoundError(f"checkpoint file not found: {p}")
     meta = json.loads(side_path.read_text())
-    model = build_model(meta["architecture"], meta["n_classes"], meta["image_size"])
     try:
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types
@@ -704,12 +703,18 @@ def load_checkpoint(
     expected = meta.get("weights_sha256")
     if expected is not None and file_sha256(path) != expected:
         raise ValueError(f"{path} does not match the weights_sha256 of its sidecar {side_path}")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{path} does not hold weights of architecture {meta['architecture']!r}: {err}"
-        ) from err
+    if meta["architecture"] == "torchscript":  # a user's TorchScript model (rule import_model)
+        from poisonscan.usermodel import load_scripted_checkpoint
+
+        model = load_scripted_checkpoint(path, meta, state)
+    else:
+        model = build_model(meta["architecture"], meta["n_classes"], meta["image_size"])
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{path} does not hold weights of architecture {meta['architecture']!r}: {err}"
+            ) from err
     device = device or select_device()
     model.to(device).eval()
     norm = Normalization(**{k: tuple(v) for k, v in meta["normalization"].items()})

@@ -1,4 +1,4 @@
-"""Rules train and train_proxy (rules/train.smk)."""
+"""Rules train, import_model and train_proxy (rules/train.smk)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from poisonscan import training
 from poisonscan.storage import atomic_path, read_dataset, write_csv, write_json
 
-__all__ = ["HISTORY_COLUMNS", "plot_history", "train", "train_proxy"]
+__all__ = ["HISTORY_COLUMNS", "import_model", "plot_history", "train", "train_proxy"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,83 @@ def train_proxy(
         extra={"training": dict(params), "dataset_meta": ds.meta, "role": "proxy",
                "dataset_sha256": training.file_sha256(clean)},
     )  # fmt: skip
+    write_json(metrics, out)
+
+
+def import_model(
+    dataset: PathLike,
+    checkpoint: PathLike,
+    metrics: PathLike,
+    model: Mapping[str, Any],
+    threads: int = 1,
+    *,
+    program: PathLike | None = None,
+) -> None:
+    """Take the user's model (``model.file``) instead of training one; write what ``train`` writes.
+
+    Loads the file, checks that it fits the dataset (:func:`poisonscan.usermodel.load_user_model`:
+    the output size equals the class count), measures it on the test split and writes the
+    checkpoint + sidecar (:func:`poisonscan.training.save_checkpoint`; the sidecar's
+    ``origin: "user"`` and ``user_model`` say where it came from) and ``metrics.json``, so
+    that every later step runs as after ``train``.
+
+    Parameters
+    ----------
+    dataset : path
+        The dataset file the model is measured on; its sha256 goes into the sidecar.
+    checkpoint, metrics : path
+        Outputs, as :func:`train`'s.
+    model : mapping
+        The ``model`` config section (``file``, ``name``, ``normalization``).
+    threads : int, default 1
+    program : path, optional
+        Output for a TorchScript model: a copy of the user's file, which loading the
+        checkpoint needs (required then; unused for safetensors).
+
+    Raises
+    ------
+    poisonscan.modelfile.ModelFileError
+        If the file cannot be loaded or does not fit the dataset (the message names the
+        file and, for the output size, both numbers).
+    """
+    import shutil
+    import time
+
+    from poisonscan import usermodel
+
+    t0 = time.perf_counter()
+    training.set_threads(threads)
+    ds = read_dataset(dataset)
+    user = usermodel.load_user_model(
+        model, ds.n_classes, ds.image_shape[0], device=training.select_device()
+    )
+    log.info("imported %s model %s (sha256 %s)", user.format, user.file, user.sha256)
+    extra: dict[str, Any] = {}
+    if user.format == "torchscript":
+        if program is None:
+            raise ValueError(
+                f"{user.file} is a TorchScript model: an output for its copy is needed"
+            )
+        with atomic_path(program) as tmp:
+            shutil.copyfile(user.file, tmp)
+        extra = {"torchscript_file": Path(program).name,
+                 "torchscript_sha256": training.file_sha256(program)}  # fmt: skip
+    training.save_checkpoint(
+        checkpoint, user.weights, user.architecture, ds, user.normalization,
+        extra={
+            **extra,
+            "origin": "user",
+            "user_model": user.provenance(),
+            "model": dict(model),
+            "dataset_sha256": training.file_sha256(dataset),
+            "dataset_meta": ds.meta,
+            "best_epoch": None,
+        },
+    )  # fmt: skip
+    out = usermodel.test_metrics(user.module, user.normalization, ds)
+    out.update(model=user.architecture, origin="user", n_train=len(ds.y_train),
+               seconds=time.perf_counter() - t0, device=str(training.select_device()))  # fmt: skip
+    log.info("clean test accuracy %.4f of the imported model", out["clean_acc"])
     write_json(metrics, out)
 
 
