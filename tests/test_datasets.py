@@ -384,3 +384,26 @@ def test_folder_split_keeps_copies_of_an_image_on_one_side(tmp_path: Path) -> No
     group = {ds.extra["group_train"][i] for i, p in enumerate(ds.extra["path_train"])
              if "copy" in p}  # fmt: skip
     assert len(group) <= 1
+
+
+def test_make_dataset_lists_skipped_input_and_writes_nothing_when_it_stops(tmp_path: Path) -> None:
+    import csv
+
+    from poisonscan.steps.data import BAD_INPUT_COLUMNS, make_dataset
+
+    root = write_folder(tmp_path / "data")
+    (root / "stop" / "notes.txt").write_text("x")
+    results = tmp_path / "results"
+    with pytest.raises(BadInputError, match="notes.txt: not an image file"):
+        make_dataset(results / "dataset.h5", section(name="folder", path=str(root)),
+                     bad_input=results / "bad_input.csv")  # fmt: skip
+    assert not results.exists() or not any(results.iterdir())  # nothing half-written
+    make_dataset(results / "dataset.h5", section(name="folder", path=str(root),
+                 on_bad_input="skip"), bad_input=results / "bad_input.csv")  # fmt: skip
+    with open(results / "bad_input.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == BAD_INPUT_COLUMNS
+    assert rows == [{"path": str(root / "stop" / "notes.txt"), "class": "stop", "split": "train",
+                     "problem": rows[0]["problem"], "action": "skipped"}]  # fmt: skip
+    assert sorted(p.name for p in results.iterdir()) == ["bad_input.csv", "dataset.h5"]
+    assert len(read_dataset(results / "dataset.h5").class_names) == 3

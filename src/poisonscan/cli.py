@@ -1,0 +1,357 @@
+"""The ``poisonscan`` command: scan your own images (and model) with the workflow, build its report.
+
+``poisonscan scan DIR`` writes a config for the image folder ``DIR`` (one subfolder per
+class; an ``.npz`` file works too) into the output folder and runs the Snakemake workflow of
+this repository there in audit mode (no attack, no ground truth), through Snakemake's Python
+API (:mod:`snakemake.api`), with Snakemake's progress on the console. ``poisonscan report``
+builds the HTML report of that output folder.
+
+The config the command writes replaces the workflow's own ``config/config.yaml`` (Snakemake's
+``replace_workflow_config``): its scenarios are not merged in. Bad input (a missing folder,
+bad images, a model file that does not fit) is reported before any work as one message on
+stderr and exit code 2, without a traceback.
+
+The workflow (``Snakefile``, ``rules/``, ``workflow/``, ``config/schema.yaml``, ``profiles/``)
+is found beside the package: in the checkout it was installed from (``pip install -e .``),
+or in the folder named by ``$POISONSCAN_WORKFLOW``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["CliError", "build_config", "main", "workflow_root"]
+
+# Exit codes: 2 = bad input or usage (argparse's own code for usage errors), 1 = a job failed.
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+CONFIG_NAME = "config.yaml"
+DEFAULT_OUT = "poisonscan-out"
+# A TorchScript model supports only gradient explanations (poisonscan.modelfile); the command
+# takes the cheapest one, the plain gradient.
+TORCHSCRIPT_EXPLAIN = "saliency"
+
+
+class CliError(Exception):
+    """A problem the user can fix; :func:`main` prints it and exits with code 2."""
+
+
+def workflow_root() -> Path:
+    """The folder holding the workflow's ``Snakefile``.
+
+    Raises
+    ------
+    CliError
+        If neither ``$POISONSCAN_WORKFLOW`` nor the checkout beside the package holds one.
+    """
+    env = os.environ.get("POISONSCAN_WORKFLOW")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[2])  # src/poisonscan/cli.py -> checkout
+    for root in candidates:
+        if (root / "Snakefile").is_file() and (root / "rules").is_dir():
+            return root
+    tried = ", ".join(str(c) for c in candidates)
+    raise CliError(
+        f"the poisonscan workflow (Snakefile, rules/) was not found (looked in {tried}); "
+        "install poisonscan from its checkout (pip install -e <checkout>) or set "
+        "POISONSCAN_WORKFLOW=<checkout>"
+    )
+
+
+def build_config(
+    data: Path, model: Path | None = None, image_size: int | None = None
+) -> dict[str, Any]:
+    """The config of an audit of ``data`` (an image folder or an ``.npz`` file).
+
+    Parameters
+    ----------
+    data : Path
+        The image folder (one subfolder per class) or the npz file; stored absolute.
+    model : Path, optional
+        The user's model file (``model.file``, stored absolute); a TorchScript file also
+        sets ``explain.method`` to a gradient method it supports.
+    image_size : int, optional
+        ``dataset.image_size`` (and ``model.input_size``); default: the schema's.
+
+    Returns
+    -------
+    dict
+        ``audit: true``, ``dataset`` (and ``model``, ``explain``) sections; every other key
+        takes the schema's default.
+    """
+    name = "npz" if data.is_file() and data.suffix.lower() == ".npz" else "folder"
+    dataset: dict[str, Any] = {"name": name, "path": str(data.resolve())}
+    if image_size is not None:
+        dataset["image_size"] = image_size
+    config: dict[str, Any] = {"audit": True, "dataset": dataset}
+    if model is not None:
+        from poisonscan.modelfile import TORCHSCRIPT, model_format
+
+        config["model"] = {"file": str(model.resolve())}
+        if image_size is not None:
+            config["model"]["input_size"] = image_size
+        if model_format(model) == TORCHSCRIPT:
+            config["explain"] = {"method": TORCHSCRIPT_EXPLAIN}
+    return config
+
+
+def _check_paths(data: Path, model: Path | None) -> None:
+    if not data.exists():
+        raise CliError(f"{data} does not exist (expected a folder with one subfolder per class)")
+    if not data.is_dir() and data.suffix.lower() != ".npz":
+        raise CliError(f"{data} is not a folder (expected one subfolder per class, or an .npz)")
+    if model is not None:
+        from poisonscan.modelfile import ModelFileError, model_format
+
+        try:
+            model_format(model)
+        except ModelFileError as err:
+            raise CliError(str(err)) from err
+
+
+def _write_config(out: Path, config: Mapping[str, Any]) -> Path:
+    from poisonscan.storage import atomic_path
+
+    path = out / CONFIG_NAME
+    header = (
+        "# written by `poisonscan scan`; every other key takes its default from the schema\n"
+        "# (config/schema.yaml). Rerun with: snakemake --configfile config.yaml "
+        "--replace-workflow-config\n"
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(header + yaml.safe_dump(dict(config), sort_keys=False))
+    return path
+
+
+def _validate(root: Path, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config with defaults, checked as the workflow checks it (bad input included)."""
+    from poisonscan.config import ConfigError, load_schema, validate_config
+
+    try:
+        return validate_config(config, load_schema(root / "config" / "schema.yaml"))
+    except ConfigError as err:
+        raise CliError(str(err)) from err
+
+
+def _check_model(cfg: Mapping[str, Any]) -> None:
+    """The model file loads and its output size equals the class count (before any work)."""
+    from poisonscan.datasets import inspect_dataset
+    from poisonscan.modelfile import ModelFileError
+    from poisonscan.usermodel import load_user_model
+
+    info = inspect_dataset(cfg["dataset"])
+    assert info.n_classes is not None
+    try:
+        load_user_model(cfg["model"], info.n_classes, cfg["dataset"]["image_size"])
+    except ModelFileError as err:
+        raise CliError(str(err)) from err
+
+
+def _profile_dir(root: Path, profile: str | None) -> Path:
+    if profile is None:
+        return root / "profiles" / "default"
+    for candidate in (Path(profile), root / "profiles" / profile):
+        if (candidate / "config.yaml").is_file():
+            return candidate.resolve()
+    raise CliError(
+        f"profile {profile!r} not found: no config.yaml in {profile} or in "
+        f"{root / 'profiles' / profile}"
+    )
+
+
+def _profile_args(profile: Path, cores: int | None) -> argparse.Namespace:
+    """The profile's settings, parsed by Snakemake's own argument parser (same meaning)."""
+    from snakemake.cli import get_argument_parser
+
+    argv = ["--cores", str(cores)] if cores is not None else []
+    return get_argument_parser(profiles=[str(profile)]).parse_args(argv)
+
+
+def _run_workflow(
+    root: Path, out: Path, configfile: Path, args: argparse.Namespace, dry_run: bool
+) -> bool:
+    """Run the workflow with ``configfile`` replacing its own config; True on success."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (
+        ConfigSettings,
+        DAGSettings,
+        ExecutionSettings,
+        OutputSettings,
+        RemoteExecutionSettings,
+        ResourceSettings,
+    )
+    from snakemake_interface_executor_plugins.registry import ExecutorPluginRegistry
+
+    executor = args.executor or "local"
+    plugin = ExecutorPluginRegistry().get_plugin(executor)
+    cores = args.cores
+    if cores is None and plugin.common_settings.local_exec:
+        cores, args.jobs = args.jobs, None  # as Snakemake's CLI: --jobs stands for --cores
+    output = OutputSettings(
+        dryrun=dry_run,
+        printshellcmds=args.printshellcmds,
+        show_failed_logs=args.show_failed_logs,
+        stdout=dry_run,
+    )
+    with SnakemakeApi(output) as api:
+        try:
+            workflow = api.workflow(
+                resource_settings=ResourceSettings(
+                    cores=cores,
+                    nodes=args.jobs,
+                    local_cores=args.local_cores,
+                    max_threads=args.max_threads,
+                    resources=args.resources,
+                    overwrite_threads=args.set_threads,
+                    overwrite_resources=args.set_resources,
+                    default_resources=args.default_resources,
+                ),
+                config_settings=ConfigSettings(
+                    configfiles=[configfile], replace_workflow_config=True
+                ),
+                snakefile=root / "Snakefile",
+                workdir=out,
+            )
+            dag = workflow.dag(
+                DAGSettings(
+                    force_incomplete=args.rerun_incomplete, rerun_triggers=args.rerun_triggers
+                )
+            )
+            dag.execute_workflow(
+                executor=executor,
+                pseudo_executor="dryrun" if dry_run else None,
+                execution_settings=ExecutionSettings(
+                    latency_wait=args.latency_wait,
+                    retries=args.retries,
+                    keep_going=args.keep_going,
+                ),
+                remote_execution_settings=RemoteExecutionSettings(),
+                executor_settings=plugin.get_settings(args),
+            )
+        except Exception as err:  # Snakemake's errors: printed the way its own CLI does
+            api.print_exception(err)
+            return False
+    return True
+
+
+def _report(root: Path, out: Path, report: Path) -> bool:
+    from snakemake.api import SnakemakeApi
+    from snakemake.report.html_reporter import ReportSettings
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings()) as api:
+        try:
+            workflow = api.workflow(
+                resource_settings=ResourceSettings(cores=1),
+                config_settings=ConfigSettings(
+                    configfiles=[out / CONFIG_NAME], replace_workflow_config=True
+                ),
+                snakefile=root / "Snakefile",
+                workdir=out,
+            )
+            workflow.dag().create_report(
+                reporter="html", report_settings=ReportSettings(path=report)
+            )
+        except Exception as err:
+            api.print_exception(err)
+            return False
+    return True
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="poisonscan",
+        description="Find backdoor-poisoned images in your training set.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    scan = sub.add_parser(
+        "scan",
+        help="scan an image folder (one subfolder per class) for poisoned classes and images",
+        description="Write a config for DIR into the output folder and run the workflow there "
+        "in audit mode; results under <out>/results/.",
+    )
+    scan.add_argument(
+        "dir",
+        type=Path,
+        metavar="DIR",
+        help="folder with one subfolder of images per class (or an .npz file)",
+    )
+    scan.add_argument("--model", type=Path, metavar="FILE",
+                      help="your trained model (safetensors of model.name, or TorchScript) "
+                      "instead of training one")  # fmt: skip
+    scan.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+                      help=f"output folder (default: {DEFAULT_OUT})")  # fmt: skip
+    scan.add_argument("--cores", type=int, metavar="N",
+                      help="CPU cores to use (default: the profile's)")  # fmt: skip
+    scan.add_argument("--profile", metavar="P",
+                      help="Snakemake profile: a folder with config.yaml, or a name in the "
+                      "workflow's profiles/ (default: profiles/default)")  # fmt: skip
+    scan.add_argument("--image-size", type=int, metavar="N",
+                      help="side the images are resized to (default 32)")  # fmt: skip
+    scan.add_argument("--dry-run", action="store_true",
+                      help="check the input and show the jobs without running them")  # fmt: skip
+    report = sub.add_parser("report", help="build the HTML report of a scan")
+    report.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
+                        help=f"output folder of the scan (default: {DEFAULT_OUT})")  # fmt: skip
+    report.add_argument("--output", type=Path, metavar="FILE",
+                        help="report file (.html or .zip; default: <out>/report.html)")  # fmt: skip
+    return parser
+
+
+def _scan(args: argparse.Namespace) -> int:
+    root = workflow_root()
+    data, model = args.dir, args.model
+    _check_paths(data, model)
+    if args.cores is not None and args.cores < 1:
+        raise CliError(f"--cores must be at least 1, got {args.cores}")
+    profile = _profile_dir(root, args.profile)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    config = build_config(data, model, args.image_size)
+    configfile = _write_config(out, config)
+    print(f"poisonscan: wrote {configfile}", file=sys.stderr)
+    cfg = _validate(root, config)
+    if model is not None:
+        _check_model(cfg)
+    ok = _run_workflow(root, out, configfile, _profile_args(profile, args.cores), args.dry_run)
+    if ok and not args.dry_run:
+        print(f"poisonscan: results in {out / 'results'}; report: poisonscan report --out {out}",
+              file=sys.stderr)  # fmt: skip
+    return 0 if ok else EXIT_FAILED
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    root = workflow_root()
+    out = args.out.resolve()
+    if not (out / CONFIG_NAME).is_file():
+        raise CliError(f"{out} holds no {CONFIG_NAME} of a scan (run poisonscan scan first)")
+    report = (args.output or out / "report.html").resolve()
+    if report.suffix not in (".html", ".zip"):
+        raise CliError(f"--output {report}: the report file must end in .html or .zip")
+    ok = _report(root, out, report)
+    if ok:
+        print(f"poisonscan: report written to {report}", file=sys.stderr)
+    return 0 if ok else EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``poisonscan`` console script; returns the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "scan":
+            return _scan(args)
+        return _report_command(args)
+    except CliError as err:
+        print(f"poisonscan: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # python -m poisonscan.cli
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The poisonscan command (poisonscan.cli): the config it writes, its errors, the workflow API."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from conftest import REPO
+from PIL import Image
+
+from poisonscan import cli
+from poisonscan.config import load_schema, validate_config
+from poisonscan.data import make_synthetic_signs
+
+SCHEMA = load_schema(REPO / "config" / "schema.yaml")
+# The audit mode (top-level key `audit`) is another part of issue 18; tests that need the
+# workflow to accept the written config wait for it.
+HAS_AUDIT = "audit" in SCHEMA["properties"]
+needs_audit = pytest.mark.skipif(not HAS_AUDIT, reason="the config schema has no audit mode yet")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POISONSCAN_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Three classes of 12 synthetic signs as PNG, one class in grayscale."""
+    ds = make_synthetic_signs(12, 0, 0, 32, classes=[0, 8, 9])
+    root = tmp_path / "data"
+    for i, (x, y) in enumerate(zip(ds.x_train, ds.y_train, strict=True)):
+        (root / f"class{y}").mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(x)
+        (img.convert("L") if y == 9 else img).save(root / f"class{y}" / f"{i:03d}.png")
+    return root
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("poisonscan: error:")]
+    assert len(errors) == 1 and not any("Traceback" in line for line in err), err
+    return errors[0]
+
+
+def test_scan_writes_the_audit_config_of_the_folder(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    cli.main(["scan", str(folder), "--out", str(out), "--image-size", "32", "--dry-run"])
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written == {
+        "audit": True,
+        "dataset": {"name": "folder", "path": str(folder.resolve()), "image_size": 32},
+    }
+    assert "--replace-workflow-config" in (out / "config.yaml").read_text()  # how to rerun
+    # the sections it writes are valid (with the audit mode, as they are)
+    cfg = copy.deepcopy(written)
+    if not HAS_AUDIT:
+        del cfg["audit"]
+        cfg["scenarios"] = {"control": {"attack": "clean", "target": 0}}
+        cfg["clustering"] = {"methods": ["hc_l2", "ac"], "spray": {"n_neighbors": 5}}
+        cfg["distances"] = {"methods": ["l2"]}
+    assert validate_config(cfg, SCHEMA)["dataset"]["on_bad_input"] == "stop"
+
+
+def test_scan_with_a_torchscript_model_picks_a_gradient_explanation(
+    folder: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from poisonscan.models import build_model
+
+    model = torch.jit.trace(build_model("net", 3, 32).eval(), torch.zeros(1, 3, 32, 32))
+    model.save(str(tmp_path / "m.pt"))
+    cfg = cli.build_config(folder, tmp_path / "m.pt", 32)
+    assert cfg["model"] == {"file": str((tmp_path / "m.pt").resolve()), "input_size": 32}
+    assert cfg["explain"] == {"method": "saliency"}
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=np.zeros((2, 8, 8, 3), np.uint8), y=np.arange(2))
+    assert cli.build_config(npz)["dataset"]["name"] == "npz"
+
+
+@pytest.mark.parametrize("what", ["missing", "file"])
+def test_a_bad_dir_is_one_line_and_exit_code_2(
+    what: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "nope"
+    if what == "file":
+        bad.write_text("x")
+    rc = cli.main(["scan", str(bad), "--out", str(tmp_path / "out")])
+    assert rc == 2
+    line = one_error_line(capsys)
+    assert str(bad) in line and ("does not exist" in line or "is not a folder" in line)
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_a_bad_model_file_is_one_line_and_exit_code_2(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "m.pt").write_text("weights, promised")
+    rc = cli.main(["scan", str(folder), "--model", str(tmp_path / "m.pt"),
+                   "--out", str(tmp_path / "out")])  # fmt: skip
+    assert rc == 2
+    assert "is neither a safetensors checkpoint nor a TorchScript file" in one_error_line(capsys)
+
+
+@needs_audit
+def test_a_model_of_another_class_count_is_refused_before_any_work(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import save_file
+
+    from poisonscan.models import build_model
+
+    save_file(build_model("net", 5, 32).state_dict(), str(tmp_path / "m.safetensors"))
+    out = tmp_path / "out"
+    rc = cli.main(["scan", str(folder), "--model", str(tmp_path / "m.safetensors"),
+                   "--out", str(out), "--dry-run"])  # fmt: skip
+    assert rc == 2
+    assert "the model outputs 5 classes, the dataset has 3" in one_error_line(capsys)
+    assert not (out / "results").exists()
+
+
+def test_bad_input_stops_with_every_problem(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (folder / "class0" / "notes.txt").write_text("x")
+    (folder / "empty").mkdir()
+    rc = cli.main(["scan", str(folder), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    if HAS_AUDIT:
+        assert "2 problems in" in err and "notes.txt: not an image file" in err
+        assert "empty/: empty class folder" in err
+    assert "Traceback" not in err
+
+
+def test_report_needs_a_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["report", "--out", str(tmp_path)]) == 2
+    assert "holds no config.yaml of a scan" in one_error_line(capsys)
+
+
+def test_the_workflow_is_found_beside_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert cli.workflow_root() == REPO
+    monkeypatch.setenv("POISONSCAN_WORKFLOW", str(tmp_path))  # no Snakefile there: next one
+    assert cli.workflow_root() == REPO
+    shutil.copy(REPO / "Snakefile", tmp_path / "Snakefile")
+    (tmp_path / "rules").mkdir()
+    assert cli.workflow_root() == tmp_path
+
+
+def test_the_users_config_replaces_the_shipped_scenarios(
+    folder: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Through the API, as the command runs it: the workdir holds config/config.yaml with the
+    shipped scenario sticker_p15_s3 (source 2), which must not be merged into ours."""
+    work = tmp_path / "work"
+    (work / "config").mkdir(parents=True)
+    shutil.copy(REPO / "config" / "config.yaml", work / "config" / "config.yaml")
+    config = {
+        "dataset": {"name": "folder", "path": str(folder)},
+        "scenarios": {"control": {"attack": "clean", "target": 0}},
+        "clustering": {"methods": ["hc_l2"], "spray": {"n_neighbors": 5}},
+        "distances": {"methods": ["l2"]},
+        "removal": {"methods": []},
+    }
+    configfile = work / "mine.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    args = cli._profile_args(REPO / "profiles" / "default", 1)
+    assert args.set_threads  # the profile's settings arrive
+    assert cli._run_workflow(REPO, work, configfile, args, dry_run=True)
+    out = capfd.readouterr().out
+    assert "results/folder/control/scan.csv" in out
+    assert "sticker_p15_s3" not in out
