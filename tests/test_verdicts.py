@@ -107,7 +107,13 @@ def test_a_planted_group_is_poisoned_and_its_images_flagged() -> None:
     assert trig.size == 3 and tuple(trig.region[:2]) == SPOT
     np.testing.assert_allclose(trig.pattern, np.broadcast_to(YELLOW, (3, 3, 3)))
     assert r.flips[5].trigger_rate == 1.0 and r.flips[5].control_rate == 0.0
-    assert set(r.signal[poison]) <= {"relevance+trigger", "trigger", "relevance"}
+    assert set(r.signal[poison]) <= {
+        "relevance+trigger",
+        "trigger",
+        "relevance",
+        "relevance+trigger+trigger_added",
+        "trigger+trigger_added",
+    }
 
 
 def test_one_group_everywhere_is_clean() -> None:
@@ -208,5 +214,15 @@ def test_trigger_recovery_paste_and_scores() -> None:
     assert trig.size == 3 and trig.spread == 0.0 and trig.relevance_share > 0.5
     clean = rng.integers(60, 200, (10, SIZE, SIZE, 3)).astype(np.uint8)
     pasted = paste(clean, trig.pattern, trig.positions, rng)
-    assert (trigger_scores(pasted, trig) == 0).all() and (trigger_scores(clean, trig) < -20).all()
+    assert (trigger_scores(pasted, trig)[0] == 0).all()
+    assert (trigger_scores(clean, trig)[0] < -20).all()
+    # an additive trigger: a +-60 checkerboard added to varied images
+    checker = np.where((np.indices((3, 3)).sum(axis=0) % 2)[..., None] == 0, 60.0, -60.0)
+    checker = np.broadcast_to(checker, (3, 3, 3))
+    added = paste(clean, checker, trig.positions, rng, additive=True)
+    windows = np.stack([added[i, SPOT[0] : SPOT[0] + 3, SPOT[1] : SPOT[1] + 3] for i in range(10)])
+    h2 = spotted(rng, 10)
+    t2 = recover_trigger(h2, added)
+    assert t2.size == 3 and np.corrcoef(t2.delta.ravel(), checker.ravel())[0, 1] > 0.9
+    assert (trigger_scores(added, t2)[1] > 0.75).all() and windows.std() > 30
     assert peak_shares(h, 3).min() > 0.5 and peak_shares(diffuse(rng, 5), 3).max() < 0.2

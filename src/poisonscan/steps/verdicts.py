@@ -42,7 +42,7 @@ PathLike = str | os.PathLike[str]
 
 VERDICT_COLUMNS = ("class", "name", "verdict", "n", "n_groups", "statistic", "z", "p", "q",
                    "n_flagged", "signal", "trigger", "flip_rate", "control_flip_rate", "flip_p",
-                   "label_disagreement", "label_main_other", "label_z", "label_q",
+                   "flip_probe", "label_disagreement", "label_main_other", "label_z", "label_q",
                    "label_flagged")  # fmt: skip
 SUSPICIOUS_COLUMNS = ("path", "index", "class", "name", "score", "p", "q", "signal",
                       "peak_share", "trigger_score", "prediction")  # fmt: skip

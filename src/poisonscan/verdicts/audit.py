@@ -12,10 +12,11 @@
    them; a candidate that fails is ``clean`` (its relevance peak is a feature of the
    class, not a trigger);
 3. **per-image flags inside a poisoned class**: each image's peak share and its match
-   with the recovered trigger, each turned into an empirical p-value against the same
-   measure on the other classes' images, combined (twice the smaller, Bonferroni),
-   and Benjamini-Hochberg at ``sample_alpha`` over the class's images; clean classes
-   get no flags;
+   with the recovered trigger (pasted and added, :func:`~.trigger.trigger_scores`),
+   each turned into an empirical p-value against the same measure on the other classes'
+   images, combined (the smallest times their number, Bonferroni), and
+   Benjamini-Hochberg at ``sample_alpha`` over the class's images; clean classes get no
+   flags;
 4. **label disagreement** (:mod:`.labels`), reported beside the heatmap verdict.
 """
 
@@ -144,7 +145,9 @@ class AuditResult:
         ``-log10`` as score, the p-value and the BH q-value inside its class.
     flagged : ndarray of shape (n_train,), bool
     signal : ndarray of shape (n_train,), str
-        What flagged an image: ``relevance``, ``trigger``, both joined by ``+``, or ``""``.
+        What flagged an image: ``relevance`` (its heatmap's peak share), ``trigger`` (its
+        pixels match the recovered pattern), ``trigger_added`` (they carry its additive
+        part), joined by ``+``; ``combined`` when only the combined p-value passes; ``""``.
     peak_share, trigger_score : ndarray of shape (n_train,)
         The two per-image measures (NaN where not computed).
     """
@@ -315,13 +318,13 @@ def _flag_images(
             ref_index = np.concatenate([classes[o].index for o in others])
             own = trigger_scores(x_train[d.index], trig)
             ref = trigger_scores(x_train[ref_index], trig)
-            result.trigger_score[d.index] = own
-            pvals.append(empirical_p(own, ref))
+            result.trigger_score[d.index] = own[0]
+            pvals += [empirical_p(own[0], ref[0]), empirical_p(own[1], ref[1])]
         combined = np.minimum(len(pvals) * np.min(pvals, axis=0), 1.0)
         q = benjamini_hochberg(combined)
         flagged = q <= p.sample_alpha
         signal = np.full(len(q), "", dtype=object)
-        for name, pv in zip(("relevance", "trigger"), pvals, strict=False):
+        for name, pv in zip(("relevance", "trigger", "trigger_added"), pvals, strict=False):
             hit = flagged & (benjamini_hochberg(pv) <= p.sample_alpha)
             signal[hit] = [f"{s}+{name}" if s else name for s in signal[hit]]
         signal[flagged & (signal == "")] = "combined"
@@ -370,6 +373,7 @@ def verdict_table(
             "flip_rate": flip.trigger_rate if flip else math.nan,
             "control_flip_rate": flip.control_rate if flip else math.nan,
             "flip_p": flip.p_value if flip else math.nan,
+            "flip_probe": flip.probe if flip else "",
         }
         if lab is not None:
             j = int(np.flatnonzero(lab.classes == c)[0])

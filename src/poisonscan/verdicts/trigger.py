@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import wilcoxon
+from scipy.stats import binomtest
 
 __all__ = [
     "FlipTest",
@@ -56,6 +56,10 @@ class Trigger:
     spread : float
         Median absolute deviation of the windowed pixels from ``pattern`` (0..255):
         small when the group's windows show the same thing.
+    delta : ndarray of shape (size, size, 3), float64
+        The additive part: the pixel-wise median of the windows minus each window's own
+        mean colour. A pasted trigger (a sticker) shows in ``pattern``; a trigger added to
+        the image (a checkerboard of +-amplitude, label-consistent attacks) in ``delta``.
     """
 
     size: int
@@ -63,6 +67,7 @@ class Trigger:
     positions: np.ndarray
     relevance_share: float
     spread: float
+    delta: np.ndarray
 
     @property
     def region(self) -> tuple[int, int, int, int]:
@@ -142,9 +147,11 @@ def recover_trigger(
     size = next(s for s in sizes if medians[s] >= knee * medians[sizes[-1]])
     share, positions = shares[size]
     patches = np.stack([x[i, r : r + size, c : c + size] for i, (r, c) in enumerate(positions)])
-    pattern = np.median(patches.astype(np.float64), axis=0)
+    patches = patches.astype(np.float64)
+    pattern = np.median(patches, axis=0)
     spread = float(np.median(np.abs(patches - pattern)))
-    return Trigger(size, pattern, positions, float(np.median(share)), spread)
+    delta = np.median(patches - patches.mean(axis=(1, 2), keepdims=True), axis=0)
+    return Trigger(size, pattern, positions, float(np.median(share)), spread, delta)
 
 
 def paste(
@@ -152,8 +159,9 @@ def paste(
     pattern: np.ndarray,
     positions: np.ndarray,
     rng: np.random.Generator,
+    additive: bool = False,
 ) -> np.ndarray:
-    """Copies of ``images`` with ``pattern`` pasted at a position drawn from ``positions``.
+    """Copies of ``images`` with ``pattern`` put at a position drawn from ``positions``.
 
     Parameters
     ----------
@@ -162,6 +170,8 @@ def paste(
     positions : ndarray of shape (m, 2)
         Top-left corners to draw from (uniformly, one per image).
     rng : numpy Generator
+    additive : bool, default False
+        Add ``pattern`` to the pixels (clipped to 0..255) instead of replacing them.
 
     Returns
     -------
@@ -169,10 +179,14 @@ def paste(
     """
     out = np.array(images, copy=True)
     s = pattern.shape[0]
-    patch = np.clip(np.rint(pattern), 0, 255).astype(out.dtype)
     picks = np.asarray(positions)[rng.integers(0, len(positions), size=len(out))]
+    patch = np.clip(np.rint(pattern), 0, 255).astype(out.dtype)
     for img, (r, c) in zip(out, picks, strict=True):
-        img[r : r + s, c : c + s] = patch
+        if additive:
+            window = img[r : r + s, c : c + s].astype(np.float64) + pattern
+            img[r : r + s, c : c + s] = np.clip(np.rint(window), 0, 255).astype(out.dtype)
+        else:
+            img[r : r + s, c : c + s] = patch
     return out
 
 
@@ -194,8 +208,12 @@ class FlipTest:
         classes that have nothing to do with the analysed class; a feature of the class
         itself (a digit, a silhouette) flips only its look-alikes, so its median is ~0.
     p_value : float
-        One-sided Wilcoxon signed-rank test over the other classes that the trigger flips
-        more than the control (``scipy.stats.wilcoxon``); 1 when they never differ.
+        One-sided exact McNemar test that the trigger flips more of the images than the
+        control does (a binomial test on the images only one of them flips,
+        ``scipy.stats.binomtest``), times the number of probes tried (Bonferroni), at most 1.
+    probe : str
+        The probe reported (the one with the largest median): ``replace`` (the pattern
+        pasted over the pixels) or ``add x<k>`` (the additive part added, k times).
     """
 
     n: int
@@ -205,6 +223,14 @@ class FlipTest:
     trigger_rate: float
     control_rate: float
     p_value: float
+    probe: str = "replace"
+
+
+# Probes of the causal check: the pattern pasted, and its additive part added at 1, 2 and 4
+# times its strength (a trigger added with a small amplitude at training time, as the
+# label-consistent attack does, may need more at test time; measured in RESULTS.md).
+PROBES: tuple[tuple[str, float], ...] = (("replace", 1.0), ("add", 1.0), ("add", 2.0),
+                                          ("add", 4.0))  # fmt: skip
 
 
 def flip_rates(
@@ -260,24 +286,50 @@ def flip_rates(
     src = group_images[rng.integers(0, len(group_images))]
     r, c = candidates[rng.integers(0, len(candidates))]
     control = src[r : r + s, c : c + s].astype(np.float64)
+    control_delta = control - control.mean(axis=(0, 1), keepdims=True)
     classes = np.unique(base_labels)
-    rates = {}
-    for name, pattern in (("trigger", trigger.pattern), ("control", control)):
-        flipped = np.asarray(predict(paste(base, pattern, trigger.positions, rng))) == target
-        rates[name] = np.array([flipped[base_labels == k].mean() for k in classes])
-    diff = rates["trigger"] - rates["control"]
-    p = float(wilcoxon(diff, alternative="greater").pvalue) if np.any(diff != 0) else 1.0
-    return FlipTest(len(base), classes, rates["trigger"], rates["control"],
-                    float(np.median(rates["trigger"])), float(np.median(rates["control"])),
-                    p)  # fmt: skip
+
+    def flips(pattern: np.ndarray, additive: bool) -> np.ndarray:
+        pasted = paste(base, pattern, trigger.positions, rng, additive=additive)
+        return np.asarray(predict(pasted)) == target
+
+    def per_class(flipped: np.ndarray) -> np.ndarray:
+        return np.array([flipped[base_labels == k].mean() for k in classes])
+
+    best: FlipTest | None = None
+    for kind, strength in PROBES:
+        additive = kind == "add"
+        trig = flips(trigger.delta * strength if additive else trigger.pattern, additive)
+        ctrl = flips(control_delta * strength if additive else control, additive)
+        only_trig, only_ctrl = int(np.sum(trig & ~ctrl)), int(np.sum(ctrl & ~trig))
+        discordant = only_trig + only_ctrl
+        p = (
+            binomtest(only_trig, discordant, 0.5, alternative="greater").pvalue
+            if discordant
+            else 1.0
+        )
+        name = kind if not additive else f"add x{strength:g}"
+        t_rates, c_rates = per_class(trig), per_class(ctrl)
+        test = FlipTest(len(base), classes, t_rates, c_rates, float(np.median(t_rates)),
+                        float(np.median(c_rates)), min(1.0, float(p) * len(PROBES)),
+                        name)  # fmt: skip
+        if best is None or test.trigger_rate > best.trigger_rate:
+            best = test
+    assert best is not None
+    return best
 
 
-def trigger_scores(images: np.ndarray, trigger: Trigger, margin: int = 1) -> np.ndarray:
-    """How closely each image carries the trigger: higher = closer.
+def trigger_scores(
+    images: np.ndarray, trigger: Trigger, margin: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """How closely each image carries the trigger, pasted and added: higher = closer.
 
-    The score is minus the smallest mean absolute pixel difference (0..255) between the
-    trigger pattern and the image's window at any position in the trigger's region,
-    widened by ``margin`` pixels on each side.
+    Over every window position in the trigger's region (widened by ``margin`` pixels):
+
+    * ``pasted``: minus the smallest mean absolute difference (0..255) between the window
+      and the trigger's pattern;
+    * ``added``: the largest correlation between the window minus its mean colour and the
+      trigger's additive part (:attr:`Trigger.delta`); 0 where either is flat.
 
     Parameters
     ----------
@@ -287,7 +339,8 @@ def trigger_scores(images: np.ndarray, trigger: Trigger, margin: int = 1) -> np.
 
     Returns
     -------
-    ndarray of shape (n,), in [-255, 0]
+    pasted : ndarray of shape (n,), in [-255, 0]
+    added : ndarray of shape (n,), in [-1, 1]
     """
     x = np.asarray(images, dtype=np.float64)
     s = trigger.size
@@ -295,9 +348,16 @@ def trigger_scores(images: np.ndarray, trigger: Trigger, margin: int = 1) -> np.
     top, left, bottom, right = trigger.region
     rows = range(max(0, top - margin), min(h - s, bottom - s + margin) + 1)
     cols = range(max(0, left - margin), min(w - s, right - s + margin) + 1)
-    best = np.full(len(x), np.inf)
+    d = trigger.delta.ravel()
+    d_norm = float(np.linalg.norm(d))
+    pasted = np.full(len(x), np.inf)
+    added = np.full(len(x), -1.0)
     for r in rows:
         for c in cols:
-            diff = np.abs(x[:, r : r + s, c : c + s] - trigger.pattern).mean(axis=(1, 2, 3))
-            best = np.minimum(best, diff)
-    return -best
+            window = x[:, r : r + s, c : c + s]
+            pasted = np.minimum(pasted, np.abs(window - trigger.pattern).mean(axis=(1, 2, 3)))
+            centred = (window - window.mean(axis=(1, 2), keepdims=True)).reshape(len(x), -1)
+            norm = np.linalg.norm(centred, axis=1) * d_norm
+            corr = np.divide(centred @ d, norm, out=np.zeros(len(x)), where=norm > 0)
+            added = np.maximum(added, corr)
+    return -pasted, added
