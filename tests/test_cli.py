@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,9 @@ def test_scan_with_a_torchscript_model_picks_a_gradient_explanation(
 
     from poisonscan.models import build_model
 
-    model = torch.jit.trace(build_model("net", 3, 32).eval(), torch.zeros(1, 3, 32, 32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated in favour of torch.export
+        model = torch.jit.trace(build_model("net", 3, 32).eval(), torch.zeros(1, 3, 32, 32))
     model.save(str(tmp_path / "m.pt"))
     cfg = cli.build_config(folder, tmp_path / "m.pt", 32)
     assert cfg["model"] == {"file": str((tmp_path / "m.pt").resolve()), "input_size": 32}
