@@ -323,7 +323,8 @@ def test_metrics(model: nn.Module, norm: Normalization, data: ImageDataset) -> d
     per_class = {
         str(int(c)): float(np.mean(pred[data.y_test == c] == c)) for c in np.unique(data.y_test)
     }
-    target = int(data.meta.get("attack", {}).get("target", -1))
+    target = data.meta.get("attack", {}).get("target")
+    target = -1 if target is None else int(target)
     triggered = data.extra.get("x_test_triggered")
     asr, asr_per_class = math.nan, {}
     if triggered is not None and len(triggered) and target >= 0:
