@@ -222,3 +222,159 @@ def test_batched_rejects_bad_shapes_and_metric() -> None:
         batched_entropic_gw(x, p[:, :4], x, p, opts)
     with pytest.raises(ValueError, match="batch or dimension mismatch"):
         batched_entropic_gw(x, p, x[:1], p[:1], opts)
+
+
+# --- batched_cg: conditional gradient for exact GW with entropic linear steps -------------
+
+CG_SUPPORT = {"pool": 2, "mass": 0.99, "metric": "euclidean"}  # 8x8 grid, 99 % of the mass
+
+
+def pipeline_like(n_clean: int = 6, n_patch: int = 4) -> np.ndarray:
+    """16x16 blob heatmaps; the last ``n_patch`` put 40 % of their mass on a corner patch."""
+    return np.concatenate([blob_heatmaps(n_clean, seed=1), blob_heatmaps(n_patch, seed=2,
+                                                                        patch=0.4)])  # fmt: skip
+
+
+def test_comonotone_coupling_is_pots_first_exact_step() -> None:
+    import torch
+
+    from poisonscan.distances._batched_cg import comonotone_coupling
+
+    spaces = prepare_spaces(pipeline_like(), GWParams(**CG_SUPPORT))
+    for s1, s2 in [(spaces[0], spaces[1]), (spaces[2], spaces[8]), (spaces[9], spaces[3])]:
+        p, q = s1.weights, s2.weights
+        grad = s1.cost @ np.outer(p, q) @ s2.cost  # C1 p q^T C2, up to separable terms
+        plan = comonotone_coupling(
+            torch.tensor(s1.cost @ p)[None], torch.tensor(p)[None],
+            torch.tensor(s2.cost @ q)[None], torch.tensor(q)[None],
+        )[0].numpy()  # fmt: skip
+        np.testing.assert_allclose(plan.sum(1), p, atol=1e-12)
+        np.testing.assert_allclose(plan.sum(0), q, atol=1e-12)
+        assert (plan >= 0).all() and np.count_nonzero(plan) <= p.size + q.size - 1
+        # POT's first LMO: the optimal linear OT plan of the gradient
+        best = ot.emd(p, q, -grad)
+        assert (grad * plan).sum() == pytest.approx((grad * best).sum(), rel=1e-12)
+
+
+def test_batched_cg_ranks_pairs_like_pot_exact() -> None:
+    from scipy.stats import spearmanr
+
+    hm = pipeline_like()
+    pairs = [(i, j) for i in range(len(hm)) for j in range(i + 1, len(hm))]
+    exact_p = GWParams(solver="pot_exact", **CG_SUPPORT)
+    exact_s = prepare_spaces(hm, exact_p)
+    exact = solve_pairs(exact_s, exact_s, pairs, exact_p)
+    cg_p = GWParams(solver="batched_cg", epsilon=0.005, **CG_SUPPORT)
+    cg_s = prepare_spaces(hm, cg_p)
+    ours = solve_pairs(cg_s, cg_s, pairs, cg_p)
+    assert spearmanr(ours, exact)[0] >= 0.98
+    # the GW loss of a feasible plan near POT's local minimum (blurred by epsilon): close to
+    # POT's loss, rarely below it
+    ratio = ours / exact
+    assert 1.0 <= np.median(ratio) <= 1.3 and ratio.min() >= 0.9
+    # float64 gives the same values
+    ours64 = solve_pairs(cg_s, cg_s, pairs, GWParams(solver="batched_cg", epsilon=0.005,
+                                                     dtype="float64", **CG_SUPPORT))  # fmt: skip
+    np.testing.assert_allclose(ours, ours64, rtol=1e-4)
+
+
+def test_batched_cg_with_small_epsilon_and_converged_steps_ends_near_pots_minima() -> None:
+    from poisonscan.distances._batched_cg import BatchedCGOptions, batched_cg_gw
+
+    spaces = prepare_spaces(pipeline_like(), GWParams(**CG_SUPPORT))
+    pairs = [(0, 1), (2, 5), (3, 6), (1, 7), (4, 9), (8, 9)]
+    c1, p1, s1 = _solvers._pack_costs([_cost_cloud(spaces[i]) for i, _ in pairs], 64)
+    c2, p2, s2 = _solvers._pack_costs([_cost_cloud(spaces[j]) for _, j in pairs], 64)
+    opts = BatchedCGOptions(epsilon=0.001, max_iter=20, tol=1e-9, inner_iter=500,
+                            first_iter=500, dtype="float64")  # fmt: skip
+    ours, info = batched_cg_gw(c1, p1, c2, p2, opts, c1p=s1, c2q=s2, return_info=True)
+    exact = np.array([
+        ot.gromov.gromov_wasserstein2(spaces[i].cost, spaces[j].cost, spaces[i].weights,
+                                      spaces[j].weights, "square_loss")
+        for i, j in pairs
+    ])  # fmt: skip
+    assert (info["n_iter"] >= 2).all() and (info["n_inner"] > 0).all()
+    # Both are local minima: most pairs end on POT's (up to the blur of epsilon), the others
+    # on a lower one (measured 0.93 and 0.94 of POT's loss), none above
+    ratio = ours / exact
+    assert (ratio <= 1.01).all() and (ratio >= 0.9).all()
+    assert (np.abs(ratio - 1) <= 0.01).sum() >= 4
+
+
+def _cost_cloud(space):
+    return _solvers.CostCloud(space.cost, space.weights, (space.cost**2) @ space.weights)
+
+
+def test_batched_cg_is_symmetric_and_padding_and_batch_company_do_not_matter() -> None:
+    hm = pipeline_like()
+    params = GWParams(solver="batched_cg", epsilon=0.005, **CG_SUPPORT)
+    spaces = prepare_spaces(hm, params)
+    assert all((s.weights > 0).all() for s in spaces)  # zero-mass cells dropped
+    pairs = [(0, 9), (3, 4), (7, 2), (5, 5)]
+    ab = solve_pairs(spaces, spaces, pairs, params)
+    ba = solve_pairs(spaces, spaces, [(j, i) for i, j in pairs], params)
+    np.testing.assert_array_equal(ab, ba)
+    assert ab[3] <= 1e-6  # a space against itself
+    # the same pair alone (no padding) and in another batch
+    alone = solve_pairs(spaces, spaces, [(3, 4)], params)[0]
+    other = solve_pairs(spaces, spaces, [(1, 8), (3, 4), (6, 9)], params)[1]
+    assert alone == pytest.approx(ab[1], rel=1e-5)
+    assert other == pytest.approx(ab[1], rel=1e-5)
+
+
+def test_spectral_labels_equal_from_pot_exact_and_batched_cg_matrices() -> None:
+    hm = two_groups(9, 5)
+    mats = {
+        solver: gw_matrix(hm, GWParams(solver=solver, epsilon=eps, **CG_SUPPORT))
+        for solver, eps in (("pot_exact", 0.0), ("batched_cg", 0.005))
+    }
+    labels = {
+        k: SpectralRelevanceAnalysis(n_neighbors=4, n_clusters=2).fit(d).labels_
+        for k, d in mats.items()
+    }
+    np.testing.assert_array_equal(labels["batched_cg"], labels["pot_exact"])
+    truth = np.r_[np.zeros(9), np.ones(5)]
+    agree = np.mean(labels["batched_cg"] == truth)
+    assert max(agree, 1 - agree) == 1.0
+
+
+def test_gromov_wasserstein_with_batched_cg_and_its_parameters() -> None:
+    from poisonscan.distances import gromov_wasserstein
+
+    hm = blob_heatmaps(2, seed=1)
+    value = gromov_wasserstein(hm[0], hm[1], solver="batched_cg", epsilon=0.005, **CG_SUPPORT)
+    exact = gromov_wasserstein(hm[0], hm[1], **CG_SUPPORT)
+    assert value == pytest.approx(exact, rel=0.3)
+    with pytest.raises(ValueError, match="needs epsilon > 0"):
+        GWParams(solver="batched_cg")
+    assert "batched_cg" in _solvers.GW_SOLVERS
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"epsilon": 0.0}, "epsilon must be > 0"),
+        ({"omega": 2.0}, "omega"),
+        ({"first_iter": 0}, "first_iter"),
+        ({"tol": 0.0}, "tol"),
+        ({"dtype": "half"}, "dtype"),
+    ],
+)
+def test_batched_cg_options_reject_bad_values(kwargs: dict, match: str) -> None:
+    from poisonscan.distances._batched_cg import BatchedCGOptions
+
+    with pytest.raises(ValueError, match=match):
+        BatchedCGOptions(**kwargs)
+
+
+def test_batched_cg_rejects_bad_shapes_and_handles_no_pairs() -> None:
+    from poisonscan.distances._batched_cg import BatchedCGOptions, batched_cg_gw
+
+    c, p = np.zeros((2, 5, 5)), np.full((2, 5), 0.2)
+    with pytest.raises(ValueError, match=r"expected c1 \(B, N, N\)"):
+        batched_cg_gw(c, p[:, :4], c, p, BatchedCGOptions())
+    with pytest.raises(ValueError, match=r"expected c1 \(B, N, N\)"):
+        batched_cg_gw(c, p, c[:1], p[:1], BatchedCGOptions())
+    values, info = batched_cg_gw(c[:0], p[:0], c[:0], p[:0], BatchedCGOptions(),
+                                 return_info=True)  # fmt: skip
+    assert values.shape == (0,) and info["converged"].shape == (0,)

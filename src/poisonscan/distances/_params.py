@@ -12,7 +12,7 @@ from poisonscan.distances._spaces import check_space_args
 
 __all__ = ["SOLVERS", "GWParams"]
 
-SOLVERS = ("pot_exact", "pot_entropic", "batched")
+SOLVERS = ("pot_exact", "pot_entropic", "batched", "batched_cg")
 _DTYPES = ("float32", "float64")
 
 
@@ -22,13 +22,19 @@ class GWParams:
 
     Attributes
     ----------
-    solver : {"pot_exact", "pot_entropic", "batched"}
+    solver : {"pot_exact", "pot_entropic", "batched", "batched_cg"}
         ``pot_exact``: POT's conditional-gradient GW (``ot.gromov.gromov_wasserstein2``),
         one pair per call, ``epsilon`` must be 0. ``pot_entropic``: POT's entropic GW
         (``entropic_gromov_wasserstein2``, projected gradient, square loss), one pair
         per call. ``batched``: our torch solver of the same entropic problem, all pairs
         of a tile in few batched calls (see :mod:`poisonscan.distances._batched_gw`);
         agrees with ``pot_entropic`` to about 1e-4 (relative) in float32.
+        ``batched_cg``: our torch conditional gradient for *exact* GW, batched like
+        ``batched``: POT's exact first step, then steps whose linear OT problems are
+        solved entropically at ``epsilon`` (see :mod:`poisonscan.distances._batched_cg`);
+        its value is the GW loss of its final plan, not an entropic loss. It uses
+        ``epsilon``, ``dtype``, ``device`` and ``batch_mb``; its iteration budget is
+        fixed, so ``max_iter``, ``tol``, ``rtol`` and ``inner_tol`` do not apply.
     pool : int
         Sum-pooling factor before the support is chosen (4 turns 32x32 into 8x8).
     mass : float or None
@@ -40,7 +46,8 @@ class GWParams:
     epsilon : float
         Entropic regularisation of the entropic solvers (> 0), POT's convention: the
         Sinkhorn kernel is ``exp(-grad / epsilon)`` with the square-loss gradient
-        ``grad = 2 constC - 4 C1 T C2`` on costs in [0, 1]. Must be 0 for ``pot_exact``.
+        ``grad = 2 constC - 4 C1 T C2`` on costs in [0, 1]; for ``batched_cg`` that of its
+        linear OT steps (> 0). Must be 0 for ``pot_exact``.
     max_iter : int
         Maximum number of outer iterations.
     tol : float
@@ -52,13 +59,16 @@ class GWParams:
     inner_tol : float
         ``batched`` only: L1 marginal error of the final Sinkhorn solve of a pair.
     dtype : {"float32", "float64"}
-        ``batched`` only: working precision (values are accumulated in float64).
+        ``batched`` and ``batched_cg`` only: working precision (values are accumulated in
+        float64).
     device : str
-        ``batched`` only: torch device, ``"cpu"`` or ``"cuda"`` (``"cuda:1"``, ...).
+        ``batched`` and ``batched_cg`` only: torch device, ``"cpu"`` or ``"cuda"``
+        (``"cuda:1"``, ...).
     batch_mb : float
-        ``batched`` only: size in MB of one (pairs, N, M) tensor of a batch; a tile is
-        split into batches of at most this size (about 4 such tensors are alive). Small
-        batches that fit the CPU cache were fastest on the 2-core test machine.
+        ``batched`` and ``batched_cg`` only: size in MB of one (pairs, N, M) tensor of a
+        batch; a tile is split into batches of at most this size (about 4 such tensors are
+        alive). Small batches that fit the CPU cache were fastest on the 2-core test
+        machine.
 
     Notes
     -----

@@ -10,6 +10,12 @@ Registry :data:`GW_SOLVERS` maps ``GWParams.solver`` to a :class:`GWSolver`:
     Our torch solver of the same entropic problem (:mod:`._batched_gw`): the pairs are
     sorted by support size and cut into batches of at most ``batch_mb`` MB per plan
     tensor, padded with zero-mass points.
+``batched_cg``
+    Our torch conditional gradient for exact GW (:mod:`._batched_cg`): POT's exact first
+    step, then Frank-Wolfe steps whose linear OT problems are solved entropically at
+    ``epsilon``; batched like ``batched``. Its iteration budget is fixed
+    (:class:`BatchedCGOptions`); ``max_iter``, ``tol``, ``rtol`` and ``inner_tol`` do not
+    apply to it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import ot
 
+from poisonscan.distances._batched_cg import BatchedCGOptions, batched_cg_gw
 from poisonscan.distances._batched_gw import (
     BatchedGWOptions,
     batched_entropic_gw,
@@ -32,7 +39,14 @@ from poisonscan.distances._batched_gw import (
 from poisonscan.distances._params import GWParams
 from poisonscan.distances._spaces import MetricMeasureSpace, heatmap_support, heatmap_to_mm_space
 
-__all__ = ["GW_SOLVERS", "GWSolver", "PointCloud", "gromov_wasserstein", "solve_pairs"]
+__all__ = [
+    "GW_SOLVERS",
+    "CostCloud",
+    "GWSolver",
+    "PointCloud",
+    "gromov_wasserstein",
+    "solve_pairs",
+]
 
 logger = logging.getLogger("poisonscan.distances")
 
@@ -57,6 +71,23 @@ class PointCloud(NamedTuple):
     sq: np.ndarray
 
 
+class CostCloud(NamedTuple):
+    """A heatmap's support as ``batched_cg`` needs it.
+
+    Attributes
+    ----------
+    cost : ndarray of shape (m, m), float64
+        Normalised cost matrix of the support cells (see :func:`heatmap_to_mm_space`).
+    weights : ndarray of shape (m,), float64
+    sq : ndarray of shape (m,), float64
+        ``(C * C) @ weights``.
+    """
+
+    cost: np.ndarray
+    weights: np.ndarray
+    sq: np.ndarray
+
+
 @dataclass(frozen=True)
 class GWSolver:
     """A GW solver: ``prepare(heatmap, params)`` once per heatmap, ``solve`` per list of pairs."""
@@ -76,6 +107,16 @@ def _prepare_cloud(heatmap: np.ndarray, params: GWParams) -> PointCloud:
     keep = weights > 0
     coords, weights = coords[keep], weights[keep]
     return PointCloud(coords, weights, square_cost_vector(coords, weights, params.metric))
+
+
+def _prepare_cost_cloud(heatmap: np.ndarray, params: GWParams) -> CostCloud:
+    space = heatmap_to_mm_space(heatmap, pool=params.pool, mass=params.mass,
+                                metric=params.metric)  # fmt: skip
+    # zero-mass cells change neither the plans nor the value (see _prepare_cloud)
+    keep = space.weights > 0
+    cost = np.ascontiguousarray(space.cost[np.ix_(keep, keep)])
+    weights = space.weights[keep]
+    return CostCloud(cost, weights, (cost * cost) @ weights)
 
 
 def pot_pair(
@@ -189,6 +230,51 @@ def _solve_batched(
     return np.maximum(values, 0.0)
 
 
+def _solve_batched_cg(
+    a: Sequence[CostCloud],
+    b: Sequence[CostCloud],
+    pairs: Sequence[tuple[int, int]],
+    params: GWParams,
+    labels: Sequence[tuple[int, int]] | None = None,
+) -> np.ndarray:
+    labels = labels if labels is not None else pairs
+    options = BatchedCGOptions(epsilon=params.epsilon, dtype=params.dtype, device=params.device)
+    itemsize = 4 if params.dtype == "float32" else 8
+    values = np.empty(len(pairs))
+    # Its budget of Sinkhorn iterations makes the result depend a little on the order of
+    # the two spaces: solve every pair in a canonical order, so that GW(a, b) == GW(b, a).
+    swap = [_order_key(a[i]) > _order_key(b[j]) for i, j in pairs]
+    firsts = [b[j] if s else a[i] for (i, j), s in zip(pairs, swap, strict=True)]
+    seconds = [a[i] if s else b[j] for (i, j), s in zip(pairs, swap, strict=True)]
+    sizes = [(x.weights.size, y.weights.size) for x, y in zip(firsts, seconds, strict=True)]
+    for batch in batches_by_size(sizes, params.batch_mb * 1e6 / itemsize):
+        n = max(sizes[k][0] for k in batch)
+        m = max(sizes[k][1] for k in batch)
+        c1, p1, s1 = _pack_costs([firsts[k] for k in batch], n)
+        c2, p2, s2 = _pack_costs([seconds[k] for k in batch], m)
+        try:
+            values[batch] = batched_cg_gw(c1, p1, c2, p2, options, c1p=s1, c2q=s2)
+        except FloatingPointError as err:
+            which = [tuple(labels[k]) for k in batch]
+            raise FloatingPointError(f"{err} (batch of pairs {which[:8]}...)") from err
+    return np.maximum(values, 0.0)
+
+
+def _order_key(cloud: CostCloud) -> tuple[int, bytes]:
+    return cloud.weights.size, cloud.weights.tobytes()
+
+
+def _pack_costs(clouds: Sequence[CostCloud], size: int) -> tuple[np.ndarray, ...]:
+    """Stack clouds into (B, size, size), (B, size), (B, size), padding with zero mass."""
+    cost = np.zeros((len(clouds), size, size))
+    p = np.zeros((len(clouds), size))
+    sq = np.zeros((len(clouds), size))
+    for k, c in enumerate(clouds):
+        m = c.weights.size
+        cost[k, :m, :m], p[k, :m], sq[k, :m] = c.cost, c.weights, c.sq
+    return cost, p, sq
+
+
 def _pack(clouds: Sequence[PointCloud], size: int) -> tuple[np.ndarray, ...]:
     """Stack clouds into (B, size, 2), (B, size), (B, size), padding with zero mass."""
     x = np.zeros((len(clouds), size, 2))
@@ -204,6 +290,7 @@ GW_SOLVERS: dict[str, GWSolver] = {
     "pot_exact": GWSolver(_prepare_pot, _solve_pot),
     "pot_entropic": GWSolver(_prepare_pot, _solve_pot),
     "batched": GWSolver(_prepare_cloud, _solve_batched),
+    "batched_cg": GWSolver(_prepare_cost_cloud, _solve_batched_cg),
 }
 
 
