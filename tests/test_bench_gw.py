@@ -36,6 +36,26 @@ def test_pairs_mode_reports_speed_and_agreement(capsys: pytest.CaptureFixture[st
     assert rows[0]["mean_support_size"] == 64.0  # an 8x8 grid
 
 
+def test_pairs_mode_with_batched_cg_reports_speed_and_ranks_against_exact(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rows = run(capsys, "--synthetic", "--n", "8", "--pairs", "6", "--support", "pool8+mass0.99",
+               "--epsilon", "0.005", "--metric", "euclidean", "--solver", "batched,batched_cg",
+               "--no-ot-batch", "--no-ott", "--repeat", "2", "--clock", "cpu")  # fmt: skip
+    assert [r["solver"] for r in rows] == ["batched", "batched_cg"]
+    batched, cg = rows
+    assert batched["max_rel_err"] <= 1e-3 and batched["pot_pairs_per_s"] > 0  # same problem
+    assert "pot_pairs_per_s" not in cg and "max_rel_err" not in cg  # not POT's entropic problem
+    for row in rows:
+        assert row["clock"] == "cpu" and row["repeat"] == 2
+        assert row["speedup_vs_exact"] == pytest.approx(
+            row["ours_pairs_per_s"] / row["pot_exact_pairs_per_s"], rel=0.01, abs=0.006
+        )
+        assert -1 <= row["spearman_vs_exact"] <= 1 and row["max_rel_err_vs_exact"] >= 0
+        assert "max_rel_err_vs_cpu" not in row  # only off the CPU
+    assert cg["median_ours_over_exact"] >= 0.9
+
+
 def test_detect_and_dask_modes_on_a_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -46,9 +66,9 @@ def test_detect_and_dask_modes_on_a_store(
     group.create_array("heatmaps", data=hm)
     group.create_array("poison", data=poison)
     rows = run(capsys, "--mode", "detect", "--store", str(tmp_path / "explain.zarr"), "--n",
-               "16", "--k", "3", "--configs", "pot_exact:pool4+mass0.99:0,batched:pool4:0.02",
-               "--tile", "8")  # fmt: skip
-    assert [r["solver"] for r in rows] == ["pot_exact", "batched"]
+               "16", "--k", "3", "--configs", "pot_exact:pool4+mass0.99:0,batched:pool4:0.02,"
+               "batched_cg:pool4+mass0.99:0.005", "--tile", "8")  # fmt: skip
+    assert [r["solver"] for r in rows] == ["pot_exact", "batched", "batched_cg"]
     for row in rows:
         assert row["n"] == 16 and row["n_poison"] == 4 and 0 <= row["tpr"] <= 1
     rows = run(capsys, "--mode", "dask", "--synthetic", "--n", "10", "--support", "pool4",
