@@ -1,8 +1,18 @@
 # poisonscan: detect backdoor-poisoned training images by Heatmap Clustering.
 # Run: snakemake --cores 2   (profiles/default is picked up automatically)
+from pathlib import Path
+
 from snakemake.utils import min_version
 
+from poisonscan.config import check_yaml
+
 min_version("9.0")
+
+
+# A YAML error in the default config names its file and line (poisonscan.config.check_yaml);
+# Snakemake itself reports one in a --configfile without them (run with --verbose to see).
+if Path("config/config.yaml").is_file():
+    check_yaml("config/config.yaml")
 
 
 configfile: "config/config.yaml"
@@ -20,16 +30,19 @@ include: "rules/detect.smk"
 include: "rules/evaluate.smk"
 include: "rules/scan.smk"
 include: "rules/removal.smk"
+include: "rules/verdicts.smk"
 include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        "results/summary.csv",
-        "results/tables.md",
-        final_outputs,
+        targets,
 
 
 onsuccess:
-    print_summary("results/summary.csv")
+    if AUDIT:
+        print_audit(f"results/{DATASET}/audit/verdicts/verdicts.csv")
+    else:
+        print_summary("results/summary.csv")
+        print_verdicts("results/verdicts.csv")

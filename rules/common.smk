@@ -4,10 +4,11 @@ from pathlib import Path
 
 from poisonscan.attacks import ATTACKS
 from poisonscan.codehash import code_hash
-from poisonscan.config import load_schema, section, validate_config
+from poisonscan.config import check_devices, load_schema, section, validate_config
 from poisonscan.detectors import DETECTORS
 from poisonscan.evaluate import format_table
 from poisonscan.experiments import expand_matrix
+from poisonscan.parameters import performance_resources, without_performance
 
 # Validate once, fill schema defaults in place; errors name the bad key.
 _validated = validate_config(
@@ -15,8 +16,20 @@ _validated = validate_config(
 )
 config.clear()
 config.update(_validated)
+# A CUDA device must exist where it is used: on this machine, unless the profile gives the
+# job a GPU (set-resources: gpu / gres).
+check_devices(
+    config,
+    [
+        name
+        for name, res in (workflow.resource_settings.overwrite_resources or {}).items()
+        if {"gpu", "gres"} & set(res)
+    ],
+)
 
 DATASET = config["dataset"]["name"]
+# An audit of a user's dataset: one scenario ("audit") without attack or ground truth.
+AUDIT = config["audit"]
 SCENARIOS = sorted(config["scenarios"])
 # Where each scenario of the experiment matrix sits in it (for the aggregated tables).
 MATRIX = {sc.name: sc for sc in expand_matrix(config["matrix"])}
@@ -24,7 +37,9 @@ DISTANCES = config["distances"]["methods"]
 # Detection methods (clusters/<method>.npz each; poisonscan.detectors.DETECTORS).
 METHODS = config["clustering"]["methods"]
 REMOVAL_METHODS = config["removal"]["methods"]
-# The clean model the label-consistent attack runs PGD against (rule train_proxy): trained
+# The verdicts compare every class with the others: they run when every class is explained.
+VERDICTS = config["explain"]["classes"] == "all"
+# The clean model the label-consistent attack runs PGD against (made by train_proxy), trained
 # once per dataset, shared by every scenario that needs it ("proxy" is a reserved name).
 PROXY = "results/{dataset}/proxy/model.safetensors"
 PROXY_SCENARIOS = {
@@ -40,7 +55,7 @@ wildcard_constraints:
 
 
 def code(step):
-    """Hash of the code rule file <step>.smk runs: poisonscan.steps.<step> and its imports."""
+    """Hash of the code that rules/<step>.smk runs (poisonscan.steps.<step>, its imports)."""
     return code_hash(f"poisonscan.steps.{step}")
 
 
@@ -64,6 +79,7 @@ def final_outputs(wildcards=None):
     """Per scenario: the whole-dataset scan, the figures of every method, and the removal
     table when removal.methods is set."""
     outs = ["scan.csv"] + (["removal.csv"] if REMOVAL_METHODS else [])
+    outs += ["verdicts/evaluation.json", "verdicts/clean_list.txt"] if VERDICTS else []
     outs += [f"figures/{m}_{fig}.png" for m in METHODS for fig in ("analysis", "clusters")]
     return expand(
         "results/{dataset}/{scenario}/{out}", dataset=DATASET, scenario=SCENARIOS, out=outs
@@ -87,6 +103,18 @@ def scenario_context(wildcards):
     }
 
 
+def sidecar(wildcards):
+    """The sidecar of the scenario's checkpoint: readers of the explanation store compare its
+    weights_sha256 with the store's model_sha256."""
+    return f"results/{wildcards.dataset}/{wildcards.scenario}/model.safetensors.json"
+
+
+def attacked_class(wildcards):
+    """The class the scenario's attack poisons; None for the clean control."""
+    sc = config["scenarios"][wildcards.scenario]
+    return None if sc["attack"] == "clean" else sc["target"]
+
+
 def target_group(wildcards):
     """Zarr group of the scenario's analysed (target) class in its explanation store."""
     target = config["scenarios"][wildcards.scenario]["target"]
@@ -98,7 +126,7 @@ def detector_inputs(wildcards):
     training set where its registry entry says so."""
     detector = DETECTORS[wildcards.method]
     base = scenario_dir(wildcards)
-    inputs = {"explanations": f"{base}/explain.zarr"}
+    inputs = {"explanations": f"{base}/explain.zarr", "sidecar": sidecar(wildcards)}
     if detector.distance:
         inputs["distances"] = f"{base}/distances/{detector.distance}.zarr"
     if detector.images:
@@ -107,12 +135,77 @@ def detector_inputs(wildcards):
 
 
 def detector_sections(wildcards):
-    """The config sections detector <method> takes, by keyword argument."""
-    return {arg: section(config, path) for arg, path in DETECTORS[wildcards.method].sections.items()}
+    """The config sections detector <method> takes, by keyword argument, without their
+    performance knobs (passed as resources)."""
+    return {
+        arg: without_performance(section(config, path), path)
+        for arg, path in DETECTORS[wildcards.method].sections.items()
+    }
 
 
 def detector_code(wildcards):
     return code_hash("poisonscan.steps.detect", DETECTORS[wildcards.method].module)
+
+
+def verdict_outputs(wildcards=None):
+    return ["results/verdicts.csv"] if VERDICTS else []
+
+
+def verdict_pages():
+    """(name, base folder) of every verdict shown on the overview page."""
+    if AUDIT:
+        return [("audit", f"results/{DATASET}/audit/verdicts")]
+    if not VERDICTS:
+        return []
+    return [(sc, f"results/{DATASET}/{sc}/verdicts") for sc in SCENARIOS]
+
+
+def overview_inputs(wildcards=None):
+    """The files the overview page shows."""
+    pages = verdict_pages()
+    inputs = {"tables": [f"{base}/verdicts.csv" for _, base in pages],
+              "figures": [f"{base}/verdicts.png" for _, base in pages]}  # fmt: skip
+    if AUDIT:
+        inputs["suspicious"] = f"{pages[0][1]}/suspicious.csv"
+    else:
+        inputs["summary"] = "results/summary.csv"
+        if VERDICTS:
+            inputs["verdict_summary"] = "results/verdicts.csv"
+    return inputs
+
+
+def targets(wildcards=None):
+    """What `all` builds: an audit's verdicts, suspicious images and clean list; or every
+    scenario's evaluation, figures, scan and verdicts with the summaries."""
+    if AUDIT:
+        base = f"results/{DATASET}/audit/verdicts"
+        return [f"{base}/{name}" for name in ("verdicts.csv", "suspicious.csv", "verdicts.png",
+                "clean_list.txt", "filtered.h5", "baselines.npz")] + ["results/overview"]  # fmt: skip
+    return ["results/summary.csv", "results/tables.md", "results/overview", *verdict_outputs(),
+            *final_outputs()]  # fmt: skip
+
+
+def print_verdicts(path):
+    """The verdicts of every scenario and method, as a table, at the end of the run."""
+    if Path(path).is_file():
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        cols = ["scenario", "method", "classes_flagged", "target_flagged",
+                "n_clean_classes_flagged", "set_fp", "tp", "fn", "tpr", "tnr"]
+        print(f"\nVerdicts ({path}):\n{format_table(rows, cols)}\n")
+
+
+def print_audit(path):
+    """An audit's verdict per class, at the end of the run."""
+    if Path(path).is_file():
+        with open(path) as f:
+            rows = list(csv.DictReader(f))
+        poisoned = [r for r in rows if r["verdict"] == "poisoned"]
+        cols = ["class", "name", "verdict", "n", "z", "q", "n_flagged", "trigger", "flip_rate"]
+        head = (f"{len(poisoned)} of {len(rows)} classes poisoned" if poisoned else
+                f"no class of {len(rows)} is poisoned")  # fmt: skip
+        shown = poisoned or sorted(rows, key=lambda r: -float(r["z"] or 0))[:5]
+        print(f"\nAudit: {head} ({path}):\n{format_table(shown, cols)}\n")
 
 
 def print_summary(path):

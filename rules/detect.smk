@@ -12,6 +12,8 @@ rule detect:
         group=target_group,
         sections=detector_sections,
         code=detector_code,
+    resources:
+        **performance_resources(config, "distances.gw"),  # gw_kmeans' solver
     log:
         "results/logs/detect/{dataset}/{scenario}/{method}.log",
     benchmark:

@@ -1,6 +1,7 @@
 rule distances_l2:
     input:
         store="results/{dataset}/{scenario}/explain.zarr",
+        sidecar=sidecar,
     output:
         store=directory("results/{dataset}/{scenario}/distances/l2.zarr"),
     params:
@@ -19,13 +20,17 @@ rule distances_l2:
 rule distances_gw:
     input:
         store="results/{dataset}/{scenario}/explain.zarr",
+        sidecar=sidecar,
     output:
         store=directory("results/{dataset}/{scenario}/distances/gw.zarr"),
     params:
         group=target_group,
-        gw=config["distances"]["gw"],
-        cluster=config["dask"],
+        gw=without_performance(config["distances"]["gw"], "distances.gw"),
         code=code("distances"),
+    resources:
+        # performance knobs (tile, batch_mb, knn.pairs_per_task) and the Dask cluster (read
+        # from the config by the script) are not params: changing them reruns nothing
+        **performance_resources(config, "distances.gw"),
     log:
         log="results/logs/distances_gw/{dataset}/{scenario}.log",
         dask_report="results/logs/distances_gw/{dataset}/{scenario}.dask-report.html",

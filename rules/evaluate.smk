@@ -2,6 +2,7 @@ rule evaluate:
     input:
         store="results/{dataset}/{scenario}/explain.zarr",
         metrics="results/{dataset}/{scenario}/metrics.json",
+        dataset="results/{dataset}/{scenario}/poisoned.h5",
         detections=expand(
             "results/{{dataset}}/{{scenario}}/clusters/{method}.npz", method=METHODS
         ),

@@ -13,8 +13,11 @@ rule explain:
         ),
     params:
         scenario=scenario_params,
-        explain=config["explain"],
+        explain=without_performance(config["explain"], "explain"),
         code=code("explain"),
+    resources:
+        # performance knobs (explain.batch_size): not params, so changing them reruns nothing
+        **performance_resources(config, "explain"),
     log:
         "results/logs/explain/{dataset}/{scenario}.log",
     benchmark:

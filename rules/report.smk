@@ -24,6 +24,7 @@ rule aggregate:
 rule embed:
     input:
         explanations="results/{dataset}/{scenario}/explain.zarr",
+        sidecar=sidecar,
     output:
         tsne="results/{dataset}/{scenario}/figures/tsne.npz",
     params:
@@ -73,3 +74,26 @@ rule figures:
         "../envs/analysis.yaml"
     script:
         "../workflow/scripts/figures.py"
+
+
+rule overview:
+    input:
+        unpack(overview_inputs),
+    output:
+        page=report(
+            directory("results/overview"),
+            htmlindex="index.html",
+            caption="../workflow/report/overview.rst",
+            category="1 Overview",
+        ),
+    params:
+        names=[name for name, _ in verdict_pages()],
+        code=code("report"),
+    log:
+        "results/logs/overview.log",
+    benchmark:
+        "results/benchmarks/overview.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/overview.py"

@@ -4,6 +4,7 @@
 rule scan:
     input:
         store="results/{dataset}/{scenario}/explain.zarr",
+        sidecar=sidecar,
     output:
         csv="results/{dataset}/{scenario}/scan.csv",
         png=report(

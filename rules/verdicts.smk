@@ -114,3 +114,22 @@ rule verdict_summary:
         "../envs/analysis.yaml"
     script:
         "../workflow/scripts/verdict_summary.py"
+
+
+rule clean_list:
+    input:
+        samples="results/{dataset}/{scenario}/verdicts/samples.npz",
+        dataset="results/{dataset}/{scenario}/poisoned.h5",
+    output:
+        clean_list="results/{dataset}/{scenario}/verdicts/clean_list.txt",
+        filtered="results/{dataset}/{scenario}/verdicts/filtered.h5",
+    params:
+        code=code("verdicts"),
+    log:
+        "results/logs/clean_list/{dataset}/{scenario}.log",
+    benchmark:
+        "results/benchmarks/clean_list/{dataset}/{scenario}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/clean_list.py"

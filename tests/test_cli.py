@@ -182,3 +182,72 @@ def test_the_users_config_replaces_the_shipped_scenarios(
     out = capfd.readouterr().out
     assert "results/folder/control/scan.csv" in out
     assert "sticker_p15_s3" not in out
+
+
+def sign_folder(root: Path, n: int, poisoned: bool) -> list[str]:
+    """An image folder from the synthetic generator (PNG of mixed sizes and modes); with
+    ``poisoned``, 15 % of class 5 are 50 km/h signs with a 3x3 yellow sticker (dirty label).
+    Returns the poisoned files' names."""
+    import numpy as np
+    from PIL import Image
+
+    from poisonscan.data import make_synthetic_signs
+
+    ds = make_synthetic_signs(n_train_per_class=n, n_test_per_class=5, seed=4)
+    names = [f"{i:02d}_{c.replace(' ', '_')}" for i, c in enumerate(ds.class_names)]
+    for i, (x, y) in enumerate(zip(ds.x_train, ds.y_train, strict=True)):
+        folder = root / names[y]
+        folder.mkdir(parents=True, exist_ok=True)
+        img = Image.fromarray(x)
+        img = img.resize((48, 48)) if i % 3 == 1 else img  # any size
+        img = img.convert("RGBA") if i % 5 == 2 else img  # any mode
+        img.save(folder / f"img{i:05d}.png")
+    if not poisoned:
+        return []
+    rng = np.random.default_rng(0)
+    files = []
+    for j, i in enumerate(np.flatnonzero(ds.y_train == 2)[: round(0.15 * n / 0.85)]):
+        x = ds.x_train[i].copy()
+        r, c = 16 + rng.integers(0, 4), 16 + rng.integers(0, 2)
+        x[r : r + 3, c : c + 3] = [245, 255, 0]
+        files.append(f"extra{j:04d}.png")
+        Image.fromarray(x).save(root / names[5] / files[-1])
+    return files
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("poisoned", [True, False], ids=["hidden-sticker", "clean"])
+def test_scan_finds_the_poisoned_class_and_files_and_nothing_in_a_clean_folder(
+    tmp_path: Path, poisoned: bool
+) -> None:
+    """The whole command on a folder of PNG files: the hidden poison's class and files are
+    named, and nothing else; a clean folder gives no poisoned class."""
+    import csv
+    import subprocess
+    import sys
+
+    files = set(sign_folder(tmp_path / "signs", 150, poisoned))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "poisonscan.cli", "scan", str(tmp_path / "signs"), "--out",
+         str(out), "--cores", "2"], capture_output=True, text=True, timeout=1500,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    base = out / "results" / "folder" / "audit" / "verdicts"
+    with open(base / "verdicts.csv") as f:
+        verdicts = {r["name"]: r["verdict"] for r in csv.DictReader(f)}
+    with open(base / "suspicious.csv") as f:
+        suspicious = [Path(r["path"]) for r in csv.DictReader(f)]
+    poisoned_classes = sorted(name for name, v in verdicts.items() if v == "poisoned")
+    if poisoned:
+        assert poisoned_classes == ["05_speed_limit_80"]
+        # every flagged file is a poisoned one; most poisoned files are in the training split
+        # (the held-out test split takes the rest) and all of those are flagged
+        assert suspicious and all(p.name in files and p.parent.name == "05_speed_limit_80"
+                                  for p in suspicious)  # fmt: skip
+        assert len(suspicious) >= 0.7 * len(files)
+        kept = (base / "clean_list.txt").read_text().split()
+        assert not {Path(k).name for k in kept} & {p.name for p in suspicious}
+    else:
+        assert poisoned_classes == [] and suspicious == []
+    assert "Audit:" in proc.stdout + proc.stderr

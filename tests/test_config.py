@@ -10,7 +10,16 @@ from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from poisonscan.config import ConfigError, load_schema, read_config, section, validate_config
+from poisonscan.config import (
+    ConfigError,
+    check_devices,
+    check_yaml,
+    class_counts,
+    load_schema,
+    read_config,
+    section,
+    validate_config,
+)
 
 SCHEMA = load_schema(REPO / "config" / "schema.yaml")
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -144,6 +153,9 @@ def test_distance_methods_are_validated() -> None:
         ["gtsrb-quick.yaml"],
         ["gtsrb-quick.yaml", "gtsrb-quick-column.yaml"],
         ["gtsrb-column.yaml"],
+        ["gtsrb-verdicts.yaml"],
+        ["gtsrb-verdicts.yaml", "gtsrb-verdicts-r1.yaml"],
+        ["gtsrb-verdicts.yaml", "gtsrb-verdicts-r2.yaml"],
     ],
     ids=lambda files: "+".join(files),
 )
@@ -253,3 +265,85 @@ def test_defaults_of_the_parameter_objects_agree_with_the_schema() -> None:
     decision = schema_defaults("clustering.decision")
     assert decision == {"rule": "size-gap", "size_threshold": 0.35, "silhouette_threshold": 0.1}
     assert schema_defaults("clustering.spray")["single_group_no_flag"] is False
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        ("explain.classes", [5, 12], r"'explain.classes': classes \[12\] do not exist .*0\.\.11"),
+        # class 5 after poisoning: 400 clean + round(0.15 * 400 / 0.85) = 71 relabelled
+        (
+            "clustering.spray.n_neighbors",
+            471,
+            r"spray.n_neighbors': 471 is not smaller than "
+            r"the 471 training images of class 5, which scenario 'sticker_p15_s3' analyses",
+        ),
+        ("clustering.spray.n_clusters", 472, r"spray.n_clusters': 472 is more than the 471"),
+        ("clustering.gw_kmeans.n_clusters", 500, r"gw_kmeans.n_clusters': 500 is more than"),
+        ("activation_clustering.nb_clusters", 500, r"activation_clustering.nb_clusters'"),
+    ],
+)
+def test_class_dependent_values_are_checked_before_any_work(
+    path: str, value: Any, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(with_change(path, value), SCHEMA)
+    fits = {"explain.classes": [5, 11]}.get(path, 470 if "n_neighbors" in path else 471)
+    validate_config(with_change(path, fits), SCHEMA)
+
+
+def test_class_sizes_follow_the_attack_and_unused_keys_are_not_checked() -> None:
+    clever = with_change("scenarios", {"h": {"attack": "clever_hans", "target": 5,
+                                             "poison_rate": 0.2}})  # fmt: skip
+    clever["clustering"]["spray"] = {"n_neighbors": 400}  # nothing relabelled into class 5
+    with pytest.raises(ConfigError, match=r"400 is not smaller than the 400 training images"):
+        validate_config(clever, SCHEMA)
+    clever["clustering"]["methods"] = ["ac", "ss"]  # no SpRAy: its keys are not used
+    clever["removal"] = {"methods": []}
+    validate_config(clever, SCHEMA)
+    knn = with_change("distances.gw", {"mode": "knn", "knn": {"n_neighbors": 471}})
+    with pytest.raises(ConfigError, match=r"distances.gw.knn.n_neighbors': 471 is not smaller"):
+        validate_config(knn, SCHEMA)
+
+
+def test_gtsrb_class_sizes_come_from_the_label_array_alone(tmp_path: Path) -> None:
+    import numpy as np
+
+    labels = np.repeat(np.arange(43), 3)
+    labels[:10] = 7  # classes 0-2 lose their 3 images, class 7 has 3 + 10
+    np.savez(tmp_path / "g.npz", y_train=labels, x_train=np.zeros((1, 1)))
+    counts = class_counts({"name": "gtsrb", "path": str(tmp_path / "g.npz")})
+    assert counts[0] == 0 and counts[7] == 13 and counts.sum() == labels.size
+    images = tmp_path / "archive" / "GTSRB" / "Final_Training" / "Images" / "00004"
+    images.mkdir(parents=True)
+    for i in range(3):
+        (images / f"00000_0000{i}.ppm").write_bytes(b"")
+    counts = class_counts({"name": "gtsrb", "path": str(tmp_path / "archive")})
+    assert counts[4] == 3 and counts.sum() == 3
+    assert class_counts({"name": "gtsrb", "path": str(tmp_path)}) is None
+
+
+def test_cuda_device_must_exist_where_it_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = validate_config(with_change("distances.gw", {"solver": "batched", "epsilon": 0.01,
+                                                        "device": "cuda"}), SCHEMA)  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"'distances.gw.device': 'cuda', but this machine "
+        r"has 0 CUDA device\(s\) and rules \['distances_gw', 'detect'\]",
+    ):
+        check_devices(cfg)
+    check_devices(cfg, gpu_rules=["distances_gw", "detect"])  # the profile gives them a GPU
+    cfg["distances"]["gw"]["device"] = "cpu"
+    check_devices(cfg)
+
+
+def test_yaml_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset:\n  name: synthetic\nscenarios: [a, b\ntraining: {}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml, line 4, column 9: expected ',' or ']'"):
+        check_yaml(bad)
+    with pytest.raises(ConfigError, match=r"bad.yaml, line 4"):
+        read_config(bad, REPO / "config" / "schema.yaml")

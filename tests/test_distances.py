@@ -23,7 +23,9 @@ from poisonscan.distances import (
     tile_plan,
     write_distance_store,
 )
+from poisonscan.distances._store import check_complete
 from poisonscan.parallel import dask_client
+from poisonscan.storage import StoreError
 
 # Small and fast: 4x4 pooled grid, exact (deterministic) solver.
 FAST = {"solver": "pot_exact", "pool": 2, "mass": 0.99, "metric": "euclidean", "epsilon": 0.0}
@@ -221,7 +223,7 @@ def test_params_from_config() -> None:
         ({"metric": "manhattan"}, "metric must be one of"),
         (
             {"solver": "sinkhorn"},
-            r"solver must be one of \('pot_exact', 'pot_entropic', 'batched'\)",
+            r"solver must be one of \('pot_exact', 'pot_entropic', 'batched', 'batched_cg'\)",
         ),
         ({"epsilon": 0.1}, "not used by solver 'pot_exact'"),
         ({"solver": "batched"}, "needs epsilon > 0"),
@@ -297,15 +299,20 @@ def test_gw_matrix_matches_loop_and_resumes(
     assert group["distances"].chunks == (4, 4) and group["done"].chunks == (1, 1)
     np.testing.assert_array_equal(read_distance_store(out), d)
 
-    # Simulate an interrupted run: two tiles lost (one off-diagonal, the small corner one).
+    # Simulate an interrupted run: two tiles lost (one off-diagonal, the small corner one),
+    # and the store not yet sealed (its chunk checksums are recorded once it is complete).
     group = zarr.open_group(out, mode="r+")
+    for name in ("done", "distances"):
+        del group[name].attrs["chunk_crc32c"]
     group["done"][0, 1] = False
     group["done"][2, 2] = False
     group["distances"][0:4, 4:8] = np.nan
     group["distances"][4:8, 0:4] = np.nan
     group["distances"][8:10, 8:10] = np.nan
-    with pytest.raises(RuntimeError, match="2 tile"):
+    with pytest.raises(StoreError, match="no recorded chunk checksums"):
         read_distance_store(out)
+    with pytest.raises(RuntimeError, match="2 tile"):
+        check_complete(group, out, 4, 10, sealed=False)
     handler.messages.clear()
     d2 = gw_distance_matrix(src, out, params, client, tile=4, log=log)
     assert any(

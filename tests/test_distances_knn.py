@@ -24,6 +24,7 @@ from poisonscan.distances import (
     second_lower_bound,
 )
 from poisonscan.steps.distances import distances_gw
+from poisonscan.storage import create_array, seal_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -92,7 +93,9 @@ def test_knn_row_recall_scores_sampled_rows_of_the_exact_matrix() -> None:
 
 
 def write_group(path: Path, hm: np.ndarray) -> str:
-    zarr.open_group(str(path), mode="w").create_array("heatmaps", data=hm)
+    root = zarr.open_group(str(path), mode="w")
+    create_array(root, "heatmaps", data=hm)
+    seal_store(root)  # a finished explanation store: the GW step checks every chunk
     return str(path)
 
 

@@ -18,7 +18,7 @@ from poisonscan import explain, training
 from poisonscan.models import build_model
 from poisonscan.steps.distances import distances_euclidean
 from poisonscan.steps.explain import explain_target
-from poisonscan.storage import StoreError, write_dataset
+from poisonscan.storage import ProvenanceError, StoreError, read_sidecar, write_dataset
 from poisonscan.training import Normalization
 
 NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -136,7 +136,9 @@ def test_explain_step_montage_and_the_readers_of_the_target_group(tmp_path: Path
     write_dataset(tmp_path / "poisoned.h5", ds)
     torch.manual_seed(0)
     model = build_model("net", n_classes=3).eval()
-    training.save_checkpoint(tmp_path / "model.safetensors", model, "net", ds, NORM)
+    sha = training.file_sha256(tmp_path / "poisoned.h5")
+    training.save_checkpoint(tmp_path / "model.safetensors", model, "net", ds, NORM,
+                             {"dataset_sha256": sha})  # fmt: skip
     out, png = tmp_path / "explain.zarr", tmp_path / "montage.png"
     explain_target(tmp_path / "poisoned.h5", tmp_path / "model.safetensors", out,
                          {"target": 1}, {**PARAMS, "classes": "target"}, montage=png)  # fmt: skip
@@ -160,11 +162,42 @@ def test_a_damaged_store_is_refused_naming_the_store(tmp_path: Path) -> None:
     chunks = sorted((out / "2" / "poison").rglob("c/*"))
     assert chunks and all(c.is_file() for c in chunks)
     chunks[0].unlink()
-    with pytest.raises(StoreError, match=r"explain.zarr/2/poison: only .* chunks present"):
+    with pytest.raises(StoreError, match=r"explain.zarr: array 2/poison, chunk \(0,\): missing"):
         explain.read_explanations(out, 2)
     heat = sorted(p for p in (out / "2" / "heatmaps").rglob("*") if p.is_file() and
                   p.name != "zarr.json")  # fmt: skip
     heat[0].write_bytes(b"\x00garbage")
-    with pytest.raises(StoreError, match="corrupted"):
+    with pytest.raises(StoreError, match=r"array 2/heatmaps, chunk \(0, 0, 0\): not the chunk"):
         distances_euclidean(out / "2", tmp_path / "l2.zarr")
     assert not (tmp_path / "l2.zarr").exists()
+
+
+def test_readers_compare_the_recorded_model_and_heatmaps(tmp_path: Path) -> None:
+    images, labels, poison = training_set()
+    ds = random_dataset(n_classes=4, n_train=3, n_test=1)
+    training.save_checkpoint(tmp_path / "m.safetensors", small_net(), "net", ds, NORM)
+    sidecar = tmp_path / "m.safetensors.json"
+    weights = read_sidecar(sidecar)["weights_sha256"]
+    out = tmp_path / "explain.zarr"
+    explain.explain_classes(small_net(), NORM, images, labels, poison, out, PARAMS,
+                            target_class=2, attrs={"model_sha256": weights})  # fmt: skip
+    explain.check_model(out / "2", sidecar)
+    distances_euclidean(out / "2", tmp_path / "l2.zarr", sidecar=sidecar)
+    explain.check_heatmaps(tmp_path / "l2.zarr", out / "2")
+    # another model's store: refused, naming the store and the sidecar
+    other = tmp_path / "other.zarr"
+    explain.explain_classes(small_net(), NORM, images, labels, poison, other, PARAMS,
+                            target_class=2, attrs={"model_sha256": "f" * 64})  # fmt: skip
+    with pytest.raises(ProvenanceError, match=r"other.zarr was computed with another checkpoint "
+                       r"than the one of .*m.safetensors.json") as err:  # fmt: skip
+        distances_euclidean(other / "2", tmp_path / "l2b.zarr", sidecar=sidecar)
+    assert err.value.path == str(sidecar)  # the upstream output: recomputing it redoes both
+    # heatmaps of another explanation (other composite) than the distances were computed from
+    swapped = tmp_path / "swapped.zarr"
+    explain.explain_classes(small_net(), NORM, images, labels, poison, swapped,
+                            {**PARAMS, "composite": "epsilon"}, target_class=2,
+                            attrs={"model_sha256": weights})  # fmt: skip
+    with pytest.raises(ProvenanceError, match=r"l2.zarr was computed from other heatmaps than "
+                       r"those of .*swapped.zarr/2") as err:  # fmt: skip
+        explain.check_heatmaps(tmp_path / "l2.zarr", swapped / "2")
+    assert err.value.path == str(swapped)

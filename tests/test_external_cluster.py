@@ -14,6 +14,7 @@ import zarr
 
 from poisonscan import distances
 from poisonscan.steps.distances import distances_gw
+from poisonscan.storage import create_array, seal_store
 
 
 def dask_cli(*args: str, log: Path) -> subprocess.Popen:
@@ -58,8 +59,8 @@ def heatmap_store(path: Path, n: int = 9) -> np.ndarray:
     hm = (hm / hm.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
     root = zarr.open_group(str(path), mode="w")
     root.attrs["target_class"] = 0  # the explain store layout: one group per class
-    root = root.create_group("0")
-    root.create_array("heatmaps", data=hm)
+    create_array(root.create_group("0"), "heatmaps", data=hm)
+    seal_store(root)  # a finished explanation store: the GW step checks every chunk
     return hm
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import zarr
 
 from poisonscan import distances
+from poisonscan.storage import create_array, seal_store
 
 PARAMS = {"pool": 2, "mass": None, "metric": "euclidean", "epsilon": 0.0, "max_iter": 1000,
           "tol": 1e-9, "tile": 4}  # fmt: skip
@@ -33,7 +34,9 @@ def make_store(path: Path, n: int = 36) -> None:
     hm = rng.random((n, 16, 16)) ** 3
     hm[::4, 12:15, 12:15] += 1.0
     hm = (hm / hm.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
-    zarr.open_group(str(path), mode="w").create_array("heatmaps", data=hm)
+    root = zarr.open_group(str(path), mode="w")
+    create_array(root, "heatmaps", data=hm)
+    seal_store(root)  # a finished explanation store: the GW step checks every chunk
 
 
 def run(store: Path, out: Path, log: Path) -> subprocess.Popen:

@@ -19,12 +19,13 @@ from conftest import gw_matrix
 
 from poisonscan import distances
 from poisonscan.detectors import read_detection
+from poisonscan.explain.store import array_sha256
 from poisonscan.removal import REMOVAL_COLUMNS
 from poisonscan.steps.detect import detect
 from poisonscan.steps.evaluate import evaluate_scenario, summarize
 from poisonscan.steps.removal import removal_table, retrain_filtered
 from poisonscan.steps.scan import scan_classes
-from poisonscan.storage import ImageDataset, write_dataset
+from poisonscan.storage import ImageDataset, create_array, seal_store, write_dataset
 
 TARGET = 5
 SPRAY = {"affinity": "knn", "n_neighbors": 5, "bandwidth": "median", "n_clusters": None,
@@ -65,8 +66,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                           ("activations", act.astype(np.float32)), ("index", index),
                           ("label", np.full(len(index), c)), ("prediction", np.full(len(index), c)),
                           ("poison", poison)):  # fmt: skip
-            g.create_array(name, data=arr)
+            create_array(g, name, data=arr)
     root.attrs.update({"classes": sorted(sizes), "target_class": TARGET})
+    seal_store(root)  # as the explain step does: chunk checksums recorded
     ds = ImageDataset(
         x_train, y_train.astype(np.int64), x_train[:10], y_train[:10].astype(np.int64),
         [f"c{i}" for i in range(8)], meta={"attack": {"target": TARGET}},
@@ -76,17 +78,21 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_dataset(tmp / "poisoned.h5", ds)
     group = tmp / "explain.zarr" / str(TARGET)
     hm = zarr.open_group(str(group), mode="r")["heatmaps"][...]
+    # the distance stores record the heatmaps they were computed from (the detectors check)
+    provenance = {"heatmaps_sha256": array_sha256(hm)}
     distances.write_distance_store(
         str(tmp / "distances" / "l2.zarr"),
         distances.euclidean_distances(hm),
-        {"method": "euclidean"},
+        {"method": "euclidean", **provenance},
     )
     d = gw_matrix(hm, distances.GWParams(**GW))
-    distances.write_distance_store(str(tmp / "distances" / "gw.zarr"), d, {"method": "gw"})
+    distances.write_distance_store(str(tmp / "distances" / "gw.zarr"), d,
+                                   {"method": "gw", **provenance})  # fmt: skip
     clean_hm = zarr.open_group(str(tmp / "explain.zarr" / "0"), mode="r")["heatmaps"][...]
     distances.write_distance_store(
-        str(tmp / "clean_l2.zarr"), distances.euclidean_distances(clean_hm), {"method": "euclidean"}
-    )
+        str(tmp / "clean_l2.zarr"), distances.euclidean_distances(clean_hm),
+        {"method": "euclidean", "heatmaps_sha256": array_sha256(clean_hm)},
+    )  # fmt: skip
     (tmp / "metrics.json").write_text(json.dumps({"clean_acc": 0.9, "asr": 0.8}))
     return {"dir": tmp, "group": group, "store": tmp / "explain.zarr"}
 

@@ -14,7 +14,7 @@ from conftest import random_dataset
 from poisonscan import training
 from poisonscan.models import build_model
 from poisonscan.steps.train import train
-from poisonscan.storage import write_dataset
+from poisonscan.storage import ProvenanceError, StoreError, write_dataset
 
 CPU = torch.device("cpu")
 
@@ -252,6 +252,31 @@ def test_checkpoint_refuses_tampered_and_misfitting_weights(trained, tmp_path: P
         training.load_checkpoint(other)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         training.load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_checkpoint_sidecar_hashes_are_required_and_compared(trained, tmp_path: Path) -> None:
+    result, data = trained
+    path = tmp_path / "m.safetensors"
+    dataset = tmp_path / "d.h5"
+    write_dataset(dataset, data)
+    extra = {"dataset_sha256": training.file_sha256(dataset)}
+    training.save_checkpoint(path, result.model, "net", data, result.normalization, extra)
+    sidecar = Path(f"{path}.json")
+    text = sidecar.read_text()
+    training.load_checkpoint(path, CPU, dataset=dataset)
+    other = tmp_path / "other.h5"
+    write_dataset(other, random_dataset(n_classes=3, n_train=8, n_test=2, seed=5))
+    with pytest.raises(ProvenanceError, match=r"other.h5 is not the dataset .* trained on") as err:
+        training.load_checkpoint(path, CPU, dataset=other)
+    assert err.value.path == str(other)
+    sidecar.write_text(text[: len(text) // 2])  # truncated
+    with pytest.raises(StoreError, match=r"sidecar .*m.safetensors.json is not valid JSON"):
+        training.load_checkpoint(path, CPU)
+    meta = json.loads(text)
+    for key in ("weights_sha256", "dataset_sha256"):
+        sidecar.write_text(json.dumps({k: v for k, v in meta.items() if k != key}))
+        with pytest.raises(StoreError, match=rf"m.safetensors.json lacks \['{key}'\]"):
+            training.load_checkpoint(path, CPU, dataset=dataset)
 
 
 def test_train_step_writes_checkpoint_metrics_and_curves(tmp_path: Path) -> None:

@@ -133,15 +133,17 @@ def planned_rules(workdir: Path, config: dict) -> set[str]:
 def test_config_changes_rerun_exactly_the_affected_rules(finished_run: Path) -> None:
     clustering = {**TINY, "clustering": {"spray": {"n_neighbors": 6}}}
     # the scan runs SpRAy too; the retraining without hc_l2's flags follows its clusters;
-    # the figures of the SpRAy methods redraw, the t-SNE map stays
+    # the figures of the SpRAy methods redraw, the t-SNE map stays; the verdicts stay
     assert planned_rules(finished_run, clustering) == {
         "detect", "scan", "retrain_filtered", "removal", "evaluate", "figures", "summary",
-        "aggregate", "all",
+        "aggregate", "overview", "all",
     }  # fmt: skip
     explain = {**TINY, "explain": {"batch_size": 16, "composite": "epsilon"}}
     assert planned_rules(finished_run, explain) == {
         "explain", "distances_l2", "distances_gw", "detect", "scan", "retrain_filtered",
-        "removal", "evaluate", "embed", "figures", "summary", "aggregate", "all",
+        "removal", "evaluate", "embed", "figures", "verdicts", "verdict_baselines",
+        "evaluate_verdicts", "clean_list", "summary", "aggregate", "verdict_summary",
+        "overview", "all",
     }  # fmt: skip
 
 
@@ -200,14 +202,17 @@ def planned_jobs(workdir: Path, config: dict) -> set[tuple[str, str]]:
 
 
 PER_SCENARIO = {"poison", "train", "explain", "distances_l2", "distances_gw", "detect", "scan",
-                "retrain_filtered", "removal", "evaluate", "embed", "figures"}  # fmt: skip
+                "retrain_filtered", "removal", "evaluate", "embed", "figures", "verdicts",
+                "verdict_baselines", "evaluate_verdicts", "clean_list"}  # fmt: skip
+# the tables over every scenario and the report's first page
+AGGREGATE = {"summary", "aggregate", "verdict_summary", "overview", "all"}
 
 
 @pytest.mark.slow
 def test_attack_change_reruns_only_that_scenario(finished_run: Path) -> None:
     changed = {**TINY, "scenarios": {"tiny": {**TINY["scenarios"]["tiny"], "poison_rate": 0.25}}}
     jobs = planned_jobs(finished_run, changed)
-    assert {rule for rule, _ in jobs} == PER_SCENARIO | {"summary", "aggregate", "all"}
+    assert {rule for rule, _ in jobs} == PER_SCENARIO | AGGREGATE
     assert {sc for rule, sc in jobs if rule in PER_SCENARIO} == {"tiny"}
 
 
@@ -217,19 +222,20 @@ def test_added_scenario_runs_only_the_new_one(finished_run: Path) -> None:
     added = {**TINY, "scenarios": {**TINY["scenarios"], "tiny_s2": extra}}
     jobs = planned_jobs(finished_run, added)
     assert {sc for rule, sc in jobs if rule in PER_SCENARIO} == {"tiny_s2"}
-    assert {rule for rule, _ in jobs} == PER_SCENARIO | {"summary", "aggregate", "all"}
+    assert {rule for rule, _ in jobs} == PER_SCENARIO | AGGREGATE
 
 
 @pytest.mark.slow
 def test_a_code_edit_reruns_exactly_the_rules_that_import_it(
     finished_run: Path, tmp_path: Path
 ) -> None:
-    """Code hashes follow the imports: editing baselines.py (Activation Clustering, Spectral
+    """Code hashes follow the imports: editing baselines (Activation Clustering, Spectral
     Signatures, raw pixels) in a scratch copy of the repository reruns those three detectors
     and what reads their results, nothing upstream and no other detector."""
     import shutil
 
     scratch = tmp_path / "repo"
+    scratch.mkdir()
     for name in ("Snakefile", "rules", "workflow", "config", "profiles", "src"):
         copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
         copy(REPO / name, scratch / name)
@@ -241,10 +247,26 @@ def test_a_code_edit_reruns_exactly_the_rules_that_import_it(
         return dry_run_jobs(finished_run, config, "method", *snakefile, env=env)
 
     assert plan() == set()  # the unchanged copy: nothing to do
-    module = scratch / "src" / "poisonscan" / "baselines.py"
+    module = scratch / "src" / "poisonscan" / "baselines" / "_activation_clustering.py"
     module.write_text(module.read_text() + "\n# an edit\n")
     assert plan() == {
         ("detect", "ac"), ("detect", "ss"), ("detect", "raw"),
         ("figures", "ac"), ("figures", "ss"), ("figures", "raw"),
         ("evaluate", ""), ("summary", ""), ("aggregate", ""), ("all", ""),
+        # the verdict rules share one step module, which runs the baselines too
+        ("verdicts", ""), ("verdict_baselines", ""), ("evaluate_verdicts", ""),
+        ("clean_list", ""), ("verdict_summary", ""), ("overview", ""),
     }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_performance_knobs_rerun_nothing(finished_run: Path) -> None:
+    """Batch sizes, tiles and the Dask cluster change speed, never a stored value: they reach
+    the rules as resources (or the script reads them), so changing them plans no job."""
+    knobs = {
+        **TINY,
+        "explain": {"batch_size": 7},
+        "distances": {"gw": {"pool": 8, "tile": 5, "batch_mb": 1.5, "knn": {"pairs_per_task": 9}}},
+        "dask": {"cluster": "local", "jobqueue": {"cores": 3}},
+    }
+    assert planned_rules(finished_run, knobs) == set()

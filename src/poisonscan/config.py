@@ -8,17 +8,28 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import yaml
 
 from poisonscan.attacks import AttackParameterError, attack_from_config
 from poisonscan.experiments import expand_matrix
 
-__all__ = ["ConfigError", "load_schema", "read_config", "section", "validate_config"]
+__all__ = [
+    "AUDIT_SCENARIO",
+    "ConfigError",
+    "check_devices",
+    "check_yaml",
+    "class_counts",
+    "load_schema",
+    "read_config",
+    "section",
+    "validate_config",
+]
 
 
 class ConfigError(ValueError):
@@ -133,6 +144,10 @@ def _expand_matrix(cfg: dict[str, Any]) -> None:
     cfg["scenarios"] = scenarios
 
 
+# The one scenario of an audit (config key audit): results go to results/<dataset>/audit/.
+AUDIT_SCENARIO = "audit"
+
+
 def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``config`` against ``schema``; return a copy with defaults filled in.
 
@@ -154,6 +169,9 @@ def validate_config(config: Mapping[str, Any], schema: Mapping[str, Any]) -> dic
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise ConfigError(_describe(best))
+    if cfg["audit"]:
+        # one scenario without an attack: every class of the user's data is analysed
+        cfg["scenarios"] = {AUDIT_SCENARIO: {"attack": "clean", "target": None}}
     _check_semantics(cfg)
     return cfg
 
@@ -175,6 +193,8 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
         )
     _check_parameters(cfg)
     _check_methods(cfg)
+    _check_explain_classes(cfg, n_classes)
+    _check_class_sizes(cfg)
 
 
 def _check_dataset(cfg: Mapping[str, Any]) -> int:
@@ -199,25 +219,27 @@ def _check_dataset(cfg: Mapping[str, Any]) -> int:
 
 
 def _check_parameters(cfg: Mapping[str, Any]) -> None:
-    """Build every typed parameter object once, so that an error across keys (a solver
-    and its epsilon, ...) stops the run before any work, naming the section."""
-    from poisonscan.distances import GWParams, KNNParams
+    """Build the typed parameter objects whose rules span several keys (a GW solver and its
+    epsilon, the verdicts' thresholds), so that such an error stops the run before any work,
+    naming the section. Only torch-free modules are imported: every job of a SLURM run
+    parses the workflow. (The schema already checks each key of the training and kNN
+    sections on its own; ``tests/test_config.py`` keeps their defaults equal.)"""
+    from poisonscan.distances import GWParams
     from poisonscan.explain import ExplainParams
     from poisonscan.parameters import field_names
-    from poisonscan.training import TrainParams
+    from poisonscan.verdicts import VerdictParams
 
     gw = cfg["distances"]["gw"]
     checks = (
-        ("training", TrainParams.from_config, cfg["training"]),
         ("explain", ExplainParams.from_config, cfg["explain"]),
         ("distances.gw", GWParams.from_config,
          {k: v for k, v in gw.items() if k in field_names(GWParams)}),
-        ("distances.gw.knn", KNNParams.from_config, gw["knn"]),
+        ("verdicts", lambda v: VerdictParams(**v), cfg["verdicts"]),
     )  # fmt: skip
     for where, build, values in checks:
         try:
             build(values)
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             raise ConfigError(f"config key '{where}': {err}") from err
 
 
@@ -253,13 +275,18 @@ def _check_scenario(
     :class:`AttackParameterError` names the key.
     """
     at = f"scenarios.{name}"
+    if name == AUDIT_SCENARIO and sc.get("target", 0) is not None:
+        raise ConfigError(
+            f"config key '{at}': the scenario name 'audit' is reserved (results/<dataset>/audit "
+            "holds the audit of a dataset; set audit: true for one)"
+        )
     if name == "proxy":
         raise ConfigError(
             f"config key '{at}': the scenario name 'proxy' is reserved (results/<dataset>/proxy "
             "holds the clean proxy model of the label-consistent attack)"
         )
     for key in ("source", "target"):
-        if key in sc and sc[key] >= n_classes:
+        if sc.get(key) is not None and sc[key] >= n_classes:
             raise ConfigError(
                 f"config key '{at}.{key}': class {sc[key]} does not exist in dataset "
                 f"{ds['name']!r} (allowed: 0..{n_classes - 1})"
@@ -278,10 +305,156 @@ def _check_scenario(
         raise ConfigError(f"config key '{at}': {err}") from err
 
 
+def _check_explain_classes(cfg: Mapping[str, Any], n_classes: int) -> None:
+    """Every class id of ``explain.classes`` exists in the dataset."""
+    classes = cfg["explain"]["classes"]
+    if isinstance(classes, list):
+        unknown = sorted(c for c in classes if c >= n_classes)
+        if unknown:
+            raise ConfigError(
+                f"config key 'explain.classes': classes {unknown} do not exist in dataset "
+                f"{cfg['dataset']['name']!r} (allowed: 0..{n_classes - 1})"
+            )
+
+
+def class_counts(dataset: Mapping[str, Any]) -> np.ndarray | None:
+    """Training images per class of the ``dataset`` config section, known before any work.
+
+    From the dataset's registry entry (:func:`poisonscan.datasets.inspect_dataset`):
+    synthetic: ``n_train_per_class`` each; GTSRB: the npz labels or the class folders; an
+    image folder or npz: the usable images per kept class (before a held-out test split).
+    None if unknown before loading (the dataset step then reports what is wrong).
+    """
+    from poisonscan.datasets import DatasetError, inspect_dataset
+
+    try:
+        return inspect_dataset(dataset).counts
+    except DatasetError:
+        return None
+
+
+# Keys bounded by the size of the analysed class, per config section: (key, the value must
+# be smaller than the class, as a neighbour count is; else at most the class size).
+_CLASS_BOUNDED: dict[str, tuple[tuple[str, bool], ...]] = {
+    "clustering.spray": (("n_neighbors", True), ("n_clusters", False)),
+    "clustering.agglomerative": (("n_clusters", False),),
+    "clustering.gw_kmeans": (("n_clusters", False),),
+    "activation_clustering": (("nb_clusters", False),),
+    "baselines.raw": (("nb_clusters", False),),
+}
+
+
+def _check_class_sizes(cfg: Mapping[str, Any]) -> None:
+    """Neighbour and cluster counts of the configured methods fit the class each scenario
+    analyses (its target class after poisoning: relabelling attacks add their poison)."""
+    from poisonscan.detectors import DETECTORS
+
+    counts = class_counts(cfg["dataset"])
+    if counts is None:
+        return
+    sections = {path for m in cfg["clustering"]["methods"] for path in
+                DETECTORS[m].sections.values() if path in _CLASS_BOUNDED}  # fmt: skip
+    bounded = [(f"{path}.{key}", section(cfg, path)[key], strict)
+               for path in sorted(sections) for key, strict in _CLASS_BOUNDED[path]]  # fmt: skip
+    gw = cfg["distances"]["gw"]
+    if "gw" in cfg["distances"]["methods"] and gw["mode"] == "knn":
+        bounded.append(("distances.gw.knn.n_neighbors", gw["knn"]["n_neighbors"], True))
+    spray = cfg["clustering"]["spray"]
+    if spray["affinity"] == "gaussian" and spray["bandwidth"] != "local":
+        bounded = [b for b in bounded if b[0] != "clustering.spray.n_neighbors"]  # unused
+    for name, sc in cfg["scenarios"].items():
+        target = sc["target"]
+        if target is None:  # an audit: every class is analysed by the verdicts only
+            continue
+        n = int(counts[target])
+        attack = attack_from_config(sc)
+        if getattr(attack, "source", None) is not None:  # relabelled into the target class
+            n += attack.n_poison(counts)
+        for key, value, strict in bounded:
+            if value is not None and (value >= n if strict else value > n):
+                relation = "not smaller than" if strict else "more than"
+                raise ConfigError(
+                    f"config key '{key}': {value} is {relation} the {n} training images of "
+                    f"class {target}, which scenario {name!r} analyses"
+                )
+
+
+def check_devices(cfg: Mapping[str, Any], gpu_rules: Collection[str] = ()) -> None:
+    """A CUDA device in ``distances.gw.device`` exists where the rules using it run.
+
+    Parameters
+    ----------
+    cfg : mapping
+        The validated config.
+    gpu_rules : collection of str
+        Rules the executor gives a GPU (the profile's ``gpu`` / ``gres`` resources);
+        for those, the device is taken to exist there. The others run here: this
+        machine must have the device.
+
+    Raises
+    ------
+    ConfigError
+        If the batched solver is to run on a CUDA device that this machine lacks,
+        naming the key and the rules.
+    """
+    gw = cfg["distances"]["gw"]
+    device = str(gw["device"])
+    if gw["solver"] != "batched" or not device.startswith("cuda"):
+        return
+    users = ["distances_gw"] if "gw" in cfg["distances"]["methods"] else []
+    users += ["detect"] if "gw_kmeans" in cfg["clustering"]["methods"] else []
+    local = [r for r in users if r not in set(gpu_rules)]
+    if not local:
+        return
+    import torch
+
+    index = int(device.partition(":")[2] or 0)
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= available:
+        raise ConfigError(
+            f"config key 'distances.gw.device': {device!r}, but this machine has "
+            f"{available} CUDA device(s) and rules {local} get no GPU from the profile; "
+            "set device: cpu, or give those rules a GPU (set-resources: gpu)"
+        )
+
+
+def check_yaml(path: str | os.PathLike[str]) -> Any:
+    """Parse the YAML file at ``path``.
+
+    Raises
+    ------
+    ConfigError
+        On a syntax error, naming the file, the line and the column.
+    """
+    p = Path(path)
+    try:
+        with open(p) as f:
+            return yaml.safe_load(f)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{p}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(p)
+        raise ConfigError(f"{where}: {err.problem or err.context}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: {err}") from err
+
+
 def read_config(path: str | os.PathLike[str], schema_path: str | os.PathLike[str]) -> dict:
-    """Load and validate the YAML config at ``path``."""
+    """Load and validate the YAML config at ``path`` (YAML errors name the file and line)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    with open(p) as f:
-        return validate_config(yaml.safe_load(f) or {}, load_schema(schema_path))
+    return validate_config(check_yaml(p) or {}, load_schema(schema_path))
+
+
+if __name__ == "__main__":  # python -m poisonscan.config CONFIG [SCHEMA]
+    import sys
+
+    args = sys.argv[1:]
+    if not 1 <= len(args) <= 2:
+        sys.exit("usage: python -m poisonscan.config CONFIG [SCHEMA]")
+    schema_file = args[1] if len(args) > 1 else Path(__file__).parents[2] / "config/schema.yaml"
+    try:
+        read_config(args[0], schema_file)
+    except ConfigError as err:
+        sys.exit(f"ConfigError: {err}")
+    print(f"{args[0]}: valid")

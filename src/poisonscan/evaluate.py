@@ -19,11 +19,14 @@ __all__ = [
     "auroc",
     "detection_metrics",
     "format_table",
+    "poison_rates",
+    "verdict_metrics",
     "write_summary",
 ]
 
 SUMMARY_COLUMNS: tuple[str, ...] = (
-    "dataset", "scenario", "attack", "poison_rate", "sticker_size", "model", "method",
+    "dataset", "scenario", "attack", "poison_rate", "rate_of_class", "rate_of_set",
+    "sticker_size", "model", "method",
     "decision_rule", "k_chosen", "n", "n_poison", "tn", "fp", "fn", "tp",
     "acc", "tpr", "tnr", "fpr", "precision", "f1", "auroc", "clean_acc", "asr",
 )  # fmt: skip
@@ -85,6 +88,83 @@ def detection_metrics(
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "auroc": math.nan if score is None else auroc(score, poison),
     }  # fmt: skip
+
+
+def poison_rates(poison: np.ndarray, labels: np.ndarray, target: int) -> dict[str, float]:
+    """Both conventions of the poison rate (the field uses both; report both).
+
+    Returns
+    -------
+    dict
+        ``rate_of_class``: poisoned share of the target class (ours and the reference
+        study's); ``rate_of_set``: poisoned share of the whole training set
+        (BackdoorBench's); NaN where the denominator is 0.
+    """
+    poison = np.asarray(poison, dtype=bool)
+    in_class = np.asarray(labels) == target
+    return {
+        "rate_of_class": _ratio(int(poison[in_class].sum()), int(in_class.sum())),
+        "rate_of_set": _ratio(int(poison.sum()), poison.size),
+    }
+
+
+def verdict_metrics(
+    flagged_classes: np.ndarray,
+    classes: np.ndarray,
+    flagged: np.ndarray,
+    poison: np.ndarray,
+    labels: np.ndarray,
+    target: int | None,
+    score: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """How a scan of every class did against the ground truth.
+
+    Parameters
+    ----------
+    flagged_classes : ndarray of shape (c,), bool
+        The class-level verdict ("poisoned") per class of ``classes``.
+    classes : ndarray of shape (c,)
+    flagged : ndarray of shape (n,), bool
+        Per training image: flagged as poison.
+    poison : ndarray of shape (n,), bool
+        Ground truth.
+    labels : ndarray of shape (n,)
+        Training labels (which class each image sits in).
+    target : int or None
+        The attacked class (None for the clean control).
+    score : ndarray of shape (n,), optional
+        Continuous poison score, for the AUROC inside the target class.
+
+    Returns
+    -------
+    dict
+        ``classes_flagged`` (list), ``n_classes_flagged``, ``target_flagged``,
+        ``n_clean_classes_flagged``; over the whole training set the confusion counts and
+        rates of :func:`detection_metrics` (prefix ``set_``) and ``flagged_share``; inside
+        the target class the same (prefix none: ``tp``, ``tpr`` ...) and ``auroc``; the
+        two poison rates.
+    """
+    classes = np.asarray(classes)
+    hit = classes[np.asarray(flagged_classes, dtype=bool)]
+    flagged = np.asarray(flagged, dtype=bool)
+    poison = np.asarray(poison, dtype=bool)
+    labels = np.asarray(labels)
+    out: dict[str, Any] = {
+        "classes_flagged": [int(c) for c in hit],
+        "n_classes_flagged": int(hit.size),
+        "target_flagged": bool(target is not None and target in hit),
+        "n_clean_classes_flagged": int(np.sum(hit != target))
+        if target is not None
+        else int(hit.size),
+        "flagged_share": float(flagged.mean()) if flagged.size else math.nan,
+    }
+    out |= {f"set_{k}": v for k, v in detection_metrics(flagged, poison).items() if k != "auroc"}
+    if target is not None:
+        inside = labels == target
+        s = None if score is None else np.asarray(score)[inside]
+        out |= detection_metrics(flagged[inside], poison[inside], s)
+        out |= poison_rates(poison, labels, target)
+    return out
 
 
 def _art_rate(num: int, den: int) -> dict[str, float | int]:

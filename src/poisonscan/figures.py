@@ -143,37 +143,42 @@ def _score_by_truth(ax: Any, score: np.ndarray, poison: np.ndarray, name: str) -
 
 
 def _analysis(result: Mapping[str, Any], poison: np.ndarray, tsne: np.ndarray, title: str) -> Any:
+    """Two rows of three panels (readable at the report's width): the method's own
+    diagnostic, the t-SNE maps by ground truth and by the method's result, the score
+    histogram and the confusion table."""
     from matplotlib.figure import Figure
 
     labels = np.asarray(result["labels"])
     flagged = np.asarray(result["flagged"], dtype=bool)
+    score = np.asarray(result["score"], dtype=np.float64)
     truth = [_TRUTH_COLOURS[bool(p)] for p in poison]
-    has_spectrum = "eigenvalues" in result
-    panels = 5 if has_spectrum else 4
-    fig = Figure(figsize=(3.4 * panels, 3.4))
-    axes = fig.subplots(1, panels)
-    first = axes[0]
-    if has_spectrum:
+    clusters = result.get("k", -1) is not None  # Spectral Signatures (k None) has no clusters
+    fig = Figure(figsize=(10.5, 6.6), layout="constrained")
+    axes = fig.subplots(2, 3)
+    first, second = axes[0, 0], axes[0, 1]
+    if "eigenvalues" in result:
         _spectrum(first, np.asarray(result["eigenvalues"]), int(result["k"] or 0))
         emb = np.asarray(result["embedding"])
         if emb.shape[1] >= 2:
-            _scatter(axes[1], emb[:, :2], truth, "spectral embedding (red = poisoned)")
+            _scatter(second, emb[:, :2], truth, "spectral embedding (red: poisoned)")
         else:
-            axes[1].axis("off")
-        rest = axes[2:]
+            second.axis("off")
     elif "barycenters" in result:
-        sizes = np.asarray(result["barycenter_sizes"])
-        _barycentres(first, np.asarray(result["barycenters"]), sizes)
-        rest = axes[1:]
+        _barycentres(first, np.asarray(result["barycenters"]),
+                     np.asarray(result["barycenter_sizes"]))  # fmt: skip
+        second.axis("off")
     else:
-        score = np.asarray(result["score"], dtype=np.float64)
-        _score_by_truth(first, score, poison, str(result.get("score_name", "")))
-        rest = axes[1:]
-    _scatter(rest[0], tsne, truth, "t-SNE of heatmaps: ground truth (red = poisoned)")
-    _scatter(rest[1], tsne, _cluster_colours(labels), "t-SNE of heatmaps: clusters")
-    _confusion(rest[2], poison, flagged)
+        first.axis("off")
+        second.axis("off")
+    _scatter(axes[0, 2], tsne, truth, "t-SNE of heatmaps: ground truth (red: poisoned)")
+    if clusters:
+        _scatter(axes[1, 0], tsne, _cluster_colours(labels), "t-SNE of heatmaps: clusters")
+    else:
+        flags = [_TRUTH_COLOURS[bool(f)] for f in flagged]
+        _scatter(axes[1, 0], tsne, flags, "t-SNE of heatmaps: flagged (red)")
+    _score_by_truth(axes[1, 1], score, poison, str(result.get("score_name", "")))
+    _confusion(axes[1, 2], poison, flagged)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
@@ -203,7 +208,9 @@ def _clusters(
         mark = "FLAGGED " if flagged[members].any() else ""
         mean = heatmaps[members].mean(axis=0)
         row[0].imshow(mean, cmap="hot")
-        row[0].set_title(f"{mark}cluster {value}\nn={members.size}, poisoned {n_poison}",
+        # a method without clusters (Spectral Signatures) has two groups: flagged and kept
+        group = f"cluster {value}" if result.get("k", -1) is not None else ("" if mark else "kept")
+        row[0].set_title(f"{mark}{group}\nn={members.size}, poisoned {n_poison}",
                          fontsize=6, color="tab:red" if mark else "black")  # fmt: skip
         picks = spread_picks(members, per_cluster)
         for j in range(per_cluster):
@@ -216,7 +223,9 @@ def _clusters(
                     ax_img.set_title("poisoned", fontsize=6, color="tab:red")
         for ax in row:
             ax.axis("off")
-    fig.suptitle(title + ": mean heatmap and samples per cluster", fontsize=9)
+    per = "per cluster" if result.get("k", -1) is not None else "of the flagged and the kept"
+    fig.suptitle(f"{title}: mean heatmap and samples {per} (image, then its heatmap)",
+                 fontsize=9)  # fmt: skip
     fig.tight_layout()
     return fig
 

@@ -11,7 +11,6 @@ architecture, classes and input normalisation, so loading never unpickles code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -31,7 +30,15 @@ from torchvision.transforms import v2
 
 from poisonscan.models import build_model, count_parameters
 from poisonscan.parameters import from_section
-from poisonscan.storage import ImageDataset, atomic_path
+from poisonscan.rulelog import PROGRESS
+from poisonscan.storage import (
+    ImageDataset,
+    ProvenanceError,
+    StoreError,
+    atomic_path,
+    file_sha256,
+    read_sidecar,
+)
 
 __all__ = [
     "AUGMENTATIONS",
@@ -455,7 +462,7 @@ def train_model(
         log.info(
             "epoch %d/%d  loss %.4f  train acc %.4f  val acc %.4f (loss %.4f)%s  lr %.1e  %.1f s",
             epoch, params.epochs, row["loss"], row["train_acc"], val_acc, val_loss,
-            " *" if improved else "", lr, row["seconds"],
+            " *" if improved else "", lr, row["seconds"], extra=PROGRESS,
         )  # fmt: skip
         if len(y_val) and params.patience and since_best >= params.patience:
             result.stopped_early = True
@@ -602,7 +609,8 @@ def fit_and_evaluate(
     per_class = {
         str(c): float(np.mean(pred[data.y_test == c] == c)) for c in np.unique(data.y_test)
     }
-    target = int(data.meta.get("attack", {}).get("target", -1))
+    target = data.meta.get("attack", {}).get("target")
+    target = -1 if target is None else int(target)
     triggered = data.extra.get("x_test_triggered")
     asr, asr_per_class = float("nan"), {}
     if triggered is not None and target >= 0:
@@ -632,17 +640,9 @@ def fit_and_evaluate(
     }
     log.info(
         "clean test accuracy %.4f, attack success rate %.4f, best epoch %d of %d, %.1f s",
-        metrics["clean_acc"], asr, result.best_epoch, epochs, result.seconds,
+        metrics["clean_acc"], asr, result.best_epoch, epochs, result.seconds, extra=PROGRESS,
     )  # fmt: skip
     return result, metrics
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(
@@ -677,32 +677,60 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], device: torch.device | None = None
+    path: str | os.PathLike[str],
+    device: torch.device | None = None,
+    dataset: str | os.PathLike[str] | None = None,
 ) -> tuple[nn.Module, Normalization, dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint` (tensors only, no pickle).
+
+    Parameters
+    ----------
+    path : path
+        The weights; the sidecar is ``path`` + ``.json``.
+    device : torch.device, optional
+        Default :func:`select_device`.
+    dataset : path, optional
+        The dataset file the checkpoint must have been trained on: its sha256 is
+        compared with the sidecar's ``dataset_sha256``.
 
     Raises
     ------
     FileNotFoundError
         If the weights or the sidecar are missing.
+    StoreError
+        If the sidecar is not valid JSON or lacks ``weights_sha256`` (or
+        ``dataset_sha256`` when ``dataset`` is given), the weights' sha256 differs
+        from the sidecar's, or the file is not a safetensors file (a pickle, for
+        example: it is never unpickled); the message names the file.
+    ProvenanceError
+        If ``dataset`` is not the file the checkpoint was trained on (``path`` of the
+        error: the dataset, the upstream output).
     ValueError
-        If the file is not a safetensors file (a pickle, for example: it is
-        never unpickled), its sha256 differs from the one in the sidecar, or the
-        weights do not fit the architecture named in the sidecar.
+        If the weights do not fit the architecture named in the sidecar.
     """
     path = Path(path)
     side_path = Path(f"{path}.json")
     for p in (path, side_path):
         if not p.is_file():
             raise FileNotFoundError(f"checkpoint file not found: {p}")
-    meta = json.loads(side_path.read_text())
+    meta = read_sidecar(side_path, ("weights_sha256", "dataset_sha256") if dataset else
+                        ("weights_sha256",))  # fmt: skip
     try:
         state = load_file(str(path))
     except Exception as err:  # safetensors raises its own error types
-        raise ValueError(f"{path} is not a safetensors checkpoint ({err})") from err
-    expected = meta.get("weights_sha256")
-    if expected is not None and file_sha256(path) != expected:
-        raise ValueError(f"{path} does not match the weights_sha256 of its sidecar {side_path}")
+        raise StoreError(f"{path} is not a safetensors checkpoint ({err})", path) from err
+    if file_sha256(path) != meta["weights_sha256"]:
+        raise StoreError(
+            f"checkpoint {path} does not match the weights_sha256 of its sidecar {side_path} "
+            "(damaged or replaced)",
+            path,
+        )
+    if dataset is not None and file_sha256(dataset) != meta["dataset_sha256"]:
+        raise ProvenanceError(
+            f"{dataset} is not the dataset the checkpoint {path} was trained on (its sha256 "
+            f"differs from the dataset_sha256 of {side_path})",
+            dataset,
+        )
     if meta["architecture"] == "torchscript":  # a user's TorchScript model (rule import_model)
         from poisonscan.usermodel import load_scripted_checkpoint
 

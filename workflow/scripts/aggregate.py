@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.report import aggregate_summary
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     aggregate_summary(
         snakemake.input.summary,
         snakemake.output.table,

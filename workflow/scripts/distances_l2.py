@@ -3,5 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.distances import distances_euclidean
 
-with rule_log(snakemake.log[0]):
-    distances_euclidean(snakemake.params.group, snakemake.output.store)
+with rule_log(snakemake.log[0], snakemake.input):
+    distances_euclidean(
+        snakemake.params.group, snakemake.output.store, sidecar=snakemake.input.sidecar
+    )

@@ -3,5 +3,10 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.report import embed_class
 
-with rule_log(snakemake.log[0]):
-    embed_class(snakemake.params.group, snakemake.output.tsne, seed=snakemake.params.seed)
+with rule_log(snakemake.log[0], snakemake.input):
+    embed_class(
+        snakemake.params.group,
+        snakemake.output.tsne,
+        seed=snakemake.params.seed,
+        sidecar=snakemake.input.sidecar,
+    )

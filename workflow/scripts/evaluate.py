@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.evaluate import evaluate_scenario
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     evaluate_scenario(
         snakemake.params.group,
         snakemake.input.metrics,
@@ -11,4 +11,5 @@ with rule_log(snakemake.log[0]):
         snakemake.output.evaluation,
         snakemake.params.context,
         art_out=snakemake.output.art,
+        dataset=snakemake.input.dataset,
     )

@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.verdicts import evaluate_verdicts
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     evaluate_verdicts(
         snakemake.input.table,
         snakemake.input.samples,

@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.report import method_figures
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     method_figures(
         snakemake.input.detection,
         snakemake.params.group,

@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.train import import_model
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     import_model(
         snakemake.input.dataset,
         snakemake.output.checkpoint,

@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.data import make_dataset
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     make_dataset(
         snakemake.output.dataset,
         snakemake.params.dataset,

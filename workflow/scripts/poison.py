@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.data import poison_dataset
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     poison_dataset(
         snakemake.input.dataset,
         snakemake.output.dataset,

@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.removal import removal_table
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     removal_table(
         snakemake.input.metrics,
         snakemake.input.dataset,

@@ -4,7 +4,7 @@ from poisonscan.rulelog import rule_log
 from poisonscan.steps.removal import retrain_filtered
 
 perfect = snakemake.wildcards.filter == "perfect"
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     retrain_filtered(
         snakemake.input.dataset,
         snakemake.output.retrained,

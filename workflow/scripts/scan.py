@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.scan import scan_classes
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     scan_classes(
         snakemake.input.store,
         snakemake.output.csv,
@@ -11,4 +11,5 @@ with rule_log(snakemake.log[0]):
         snakemake.params.spray,
         snakemake.params.decision,
         target=snakemake.params.target,
+        sidecar=snakemake.input.sidecar,
     )

@@ -3,5 +3,5 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.evaluate import summarize
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     summarize(snakemake.input.evaluations, snakemake.output.summary)

@@ -3,7 +3,7 @@
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.train import train_proxy
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     train_proxy(
         snakemake.input.dataset,
         snakemake.output.checkpoint,

@@ -4,7 +4,7 @@ every class, with the verdicts' interface."""
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.verdicts import baseline_verdicts
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     baseline_verdicts(
         snakemake.input.store,
         snakemake.input.dataset,

@@ -5,7 +5,7 @@ from pathlib import Path
 from poisonscan.rulelog import rule_log
 from poisonscan.steps.verdicts import audit_scenario
 
-with rule_log(snakemake.log[0]):
+with rule_log(snakemake.log[0], snakemake.input):
     audit_scenario(
         snakemake.input.store,
         snakemake.input.dataset,

@@ -189,7 +189,9 @@ def poisoned_dataset(
             "dataset": clean.meta,
             "attack": attack.params(),
             "n_poison": int(mask.sum()),
-            "n_target_clean": int(np.sum(clean.y_train == attack.target)),
+            "n_target_clean": (
+                int(np.sum(clean.y_train == attack.target)) if attack.target is not None else 0
+            ),
             "rate_definition": attack.rate_definition,
             **(meta or {}),
         },
@@ -202,15 +204,17 @@ class CleanAttack(Attack):
     """No attack: the control scenario.
 
     Nothing is changed; ``poison_mask`` is all False and there is no triggered
-    test set. ``target`` is only the class that the detection analyses.
+    test set. ``target`` is only the class that the detection analyses; None in the
+    audit of a user's dataset, which analyses every class.
     """
 
     name: ClassVar[str] = "clean"
     rate_definition: ClassVar[str] = "no poison"
-    target: int
+    target: int | None = None
 
     def check(self, n_classes: int, image_size: tuple[int, int]) -> None:
-        check_class("target", self.target, n_classes)
+        if self.target is not None:
+            check_class("target", self.target, n_classes)
 
     def n_poison(self, class_counts: np.ndarray) -> int:
         return 0

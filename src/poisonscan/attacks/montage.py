@@ -103,9 +103,14 @@ def save_attack_montage(
             ("poisoned", poisoned.x_train[chosen], pos),
             ("changed", _difference(clean.x_train[chosen], poisoned.x_train[chosen]), pos),
         ]
-    else:
+    elif attack.target is not None:
         idx = np.flatnonzero(clean.y_train == attack.target)[:n]
         rows.append((f"class {attack.target}", clean.x_train[idx], None))
+    else:  # an audit: no attack and no target class, a few images of every class
+        idx = np.concatenate(
+            [np.flatnonzero(clean.y_train == c)[:1] for c in range(clean.n_classes)]
+        )
+        rows.append(("one per class", clean.x_train[idx[:n]], None))
     block_break = len(rows)
     if "x_test_triggered" in poisoned.extra and len(poisoned.extra["x_test_triggered"]):
         t_idx = poisoned.extra["test_triggered_index"][:n]

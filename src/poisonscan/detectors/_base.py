@@ -11,7 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from poisonscan.explain.store import class_group_path, read_group_array, store_classes
+from poisonscan.explain.store import (
+    check_heatmaps,
+    class_group_path,
+    read_group_array,
+    store_classes,
+)
 from poisonscan.storage import read_dataset, read_npz, write_npz
 
 __all__ = ["Detection", "DetectorInputs", "read_detection"]
@@ -128,12 +133,18 @@ class DetectorInputs:
 
     @cached_property
     def distances(self) -> np.ndarray:
-        """ndarray of shape (n, n): the heatmap distance matrix (+inf = pair not evaluated)."""
+        """ndarray of shape (n, n): the heatmap distance matrix (+inf = pair not evaluated).
+
+        The store must have been computed from this class's heatmaps (its
+        ``heatmaps_sha256``, :func:`~poisonscan.explain.store.check_heatmaps`).
+        """
         from poisonscan.distances import read_distance_store
 
         if self.distance_store is None:
             raise ValueError("this detector needs a distance store, none was given")
-        return read_distance_store(str(self.distance_store))
+        d = read_distance_store(str(self.distance_store))
+        check_heatmaps(self.distance_store, self.group)
+        return d
 
     @cached_property
     def images(self) -> np.ndarray:

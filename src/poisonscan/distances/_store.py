@@ -3,7 +3,11 @@
 Distance store (zarr group)
     ``distances`` (n, n) float64, chunks (tile, tile), fill NaN;
     ``done`` (n_t, n_t) bool, chunks (1, 1), fill False, n_t = ceil(n / tile);
-    attributes ``method``, ``n``, ``tile`` and ``params`` (a dict).
+    attributes ``method``, ``n``, ``tile`` and ``params`` (a dict); the workflow adds
+    ``heatmaps_sha256`` (:func:`poisonscan.explain.store.heatmaps_sha256` of the
+    heatmaps it was computed from) and ``model_sha256``.
+    Both arrays carry a crc32c per chunk; a complete store is sealed
+    (:func:`poisonscan.storage.seal_store`).
     Only the upper-triangle flags ``done[bi, bj]`` (bi <= bj) are used.
     A sparse (kNN) store holds ``+inf`` where a pair was not evaluated.
 """
@@ -16,7 +20,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from poisonscan.storage import create_array, read_array
+from poisonscan.storage import create_array, read_array, seal_store
 
 __all__ = [
     "check_complete",
@@ -70,7 +74,9 @@ def create_store(out_store: str, n: int, tile: int, attrs: Mapping[str, Any]) ->
         fill_value=np.nan,
         dimension_names=("i", "j"),
     )
-    group.create_array("done", shape=(n_t, n_t), chunks=(1, 1), dtype="bool", fill_value=False)
+    done = create_array(group, "done", shape=(n_t, n_t), chunks=(1, 1), dtype="bool",
+                        fill_value=False)  # fmt: skip
+    done[...] = False  # every chunk written: a lost flag is detected, not read as "not done"
     return group
 
 
@@ -103,22 +109,29 @@ def open_or_create(
     return zarr.open_group(out_store, mode="r+"), True
 
 
-def check_complete(group: zarr.Group, path: str, tile: int, n: int) -> np.ndarray:
+def check_complete(
+    group: zarr.Group, path: str, tile: int, n: int, *, sealed: bool = True
+) -> np.ndarray:
     """Read the matrix of a store and check it: every tile done, no NaN, symmetric, zero diagonal.
+
+    ``sealed``: the store is finished (its chunk checksums are recorded); False while
+    the tiles are being written.
 
     Raises
     ------
+    StoreError
+        If a chunk is missing, misplaced or corrupted (:func:`~poisonscan.storage.read_array`).
     RuntimeError
-        On any failed check.
+        On any other failed check.
     """
-    done = group["done"][...]
+    done = read_array(group, "done", sealed=sealed)
     missing = [t for t in tile_plan(n, tile) if not done[t]]
     if missing:
         raise RuntimeError(
             f"distance store {path} is incomplete: {len(missing)} tile(s) not done, "
             f"e.g. {missing[:5]}; rerun the computation to finish it"
         )
-    d = np.asarray(read_array(group, "distances"), dtype=np.float64)
+    d = np.asarray(read_array(group, "distances", sealed=sealed), dtype=np.float64)
     if np.isnan(d).any():
         raise RuntimeError(f"distance store {path} contains NaN entries ({np.isnan(d).sum()})")
     if not np.array_equal(d, d.T):
@@ -158,6 +171,7 @@ def write_distance_store(
     group = create_store(str(out_store), n, tile, dict(attrs or {}))
     group["distances"][...] = d
     group["done"][...] = True
+    seal_store(group)
 
 
 def read_distance_store(path: str) -> np.ndarray:
@@ -180,6 +194,8 @@ def read_distance_store(path: str) -> np.ndarray:
         If there is no store at ``path``.
     ValueError
         If the group is not a distance store.
+    StoreError
+        If a chunk is missing, misplaced or corrupted.
     RuntimeError
         If a tile is not done or the matrix has NaN / is not symmetric / has a
         non-zero diagonal.

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
@@ -20,6 +21,8 @@ import zarr
 from poisonscan.distances._params import GWParams
 from poisonscan.distances._solvers import prepare_spaces, solve_pairs
 from poisonscan.distances._store import check_complete, open_or_create, tile_pairs, tile_plan
+from poisonscan.rulelog import PROGRESS
+from poisonscan.storage import read_array, seal_store
 
 if TYPE_CHECKING:
     import distributed
@@ -145,7 +148,8 @@ class Progress:
         ):
             rate = self.pairs / max(now - self.start, 1e-9)
             eta = (self.n_pairs - self.pairs) / rate if rate > 0 else float("inf")
-            self.log.info("%s %d/%d, pairs/s %.1f, ETA %.0f s", what, self.tasks, k, rate, eta)
+            self.log.info("%s %d/%d, pairs/s %.1f, ETA %.0f s", what, self.tasks, k, rate, eta,
+                          extra=PROGRESS)  # fmt: skip
             self.last_tasks, self.last_time = self.tasks, now
 
     @property
@@ -160,6 +164,7 @@ def gw_distance_matrix(
     client: distributed.Client,
     tile: int = 32,
     log: logging.Logger | None = None,
+    attrs: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
     """All-pairs GW matrix of the heatmaps in a store, tiled over a Dask cluster.
 
@@ -184,6 +189,9 @@ def gw_distance_matrix(
         Tile (and zarr chunk) size.
     log : logging.Logger, optional
         Where progress goes (default: this package's logger).
+    attrs : mapping, optional
+        Further attributes of the store (e.g. the provenance of the heatmaps); a
+        store is resumed only if they are equal.
 
     Returns
     -------
@@ -204,9 +212,9 @@ def gw_distance_matrix(
         raise ValueError(f"tile must be >= 1, got {tile}")
     heatmap_store, out_store = str(heatmap_store), str(out_store)
     n = n_heatmaps(heatmap_store, log)
-    attrs = {"method": "gromov_wasserstein", "params": params.to_dict()}
+    attrs = {**dict(attrs or {}), "method": "gromov_wasserstein", "params": params.to_dict()}
     group, reopened = open_or_create(out_store, n, tile, attrs)
-    done = group["done"][...]
+    done = read_array(group, "done", sealed=False)
     plan = tile_plan(n, tile)
     todo = [t for t in plan if not done[t]]
     total_pairs = sum(tile_pairs(n, tile, *t) for t in todo)
@@ -248,4 +256,6 @@ def gw_distance_matrix(
             raise
         log.info("computed %d tiles (%d pairs) in %.1f s", k, progress.pairs, progress.seconds)
 
-    return check_complete(group, out_store, tile, n)
+    d = check_complete(group, out_store, tile, n, sealed=False)
+    seal_store(group)  # complete: record the chunk checksums
+    return d

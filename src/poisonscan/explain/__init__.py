@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING, Any
 from poisonscan.explain.params import ExplainParams, resolve_classes
 from poisonscan.explain.store import (
     GROUP_ARRAYS,
+    check_heatmaps,
+    check_model,
     class_group_path,
+    heatmaps_sha256,
     read_explanations,
     store_attrs,
     store_classes,
@@ -57,9 +60,12 @@ __all__ = [
     "NORMALIZATIONS",
     "REDUCTIONS",
     "ExplainParams",
+    "check_heatmaps",
+    "check_model",
     "class_group_path",
     "explain_classes",
     "find_layer",
+    "heatmaps_sha256",
     "input_layers",
     "layer_outputs",
     "layer_treatment",

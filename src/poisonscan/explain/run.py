@@ -17,7 +17,8 @@ from poisonscan.explain.methods import find_layer, make_explainer
 from poisonscan.explain.params import ExplainParams, resolve_classes
 from poisonscan.explain.postprocess import sum_pool, to_heatmaps
 from poisonscan.explain.store import create_class_group
-from poisonscan.storage import atomic_path
+from poisonscan.rulelog import PROGRESS
+from poisonscan.storage import atomic_path, seal_store
 from poisonscan.training import Normalization
 
 __all__ = ["explain_classes", "layer_outputs"]
@@ -148,6 +149,8 @@ def explain_classes(
                     elapsed = time.perf_counter() - start
                     rate = done / max(elapsed, 1e-9)
                     log.info("class %d: %d/%d images; all: %d/%d images, %.1f images/s",
-                             cls, sl.stop, len(idx), done, total, rate)  # fmt: skip
+                             cls, sl.stop, len(idx), done, total, rate,
+                             extra=PROGRESS)  # fmt: skip
+        seal_store(root)  # the chunk checksums, once every chunk is written
     log.info("explanation store %s written (%d images, %.1f s)", out, total,
              time.perf_counter() - start)  # fmt: skip

@@ -15,23 +15,39 @@ Layout::
 
 Images are grouped by their training label; ``n`` may be 0. ``target_class``
 is the class a scenario analyses, the default of :func:`class_group_path`.
+Every array has chunk checksums (:mod:`poisonscan.storage`); ``model_sha256``
+(the checkpoint's weights) is compared with the checkpoint's sidecar by
+:func:`check_model`, and a distance store records :func:`heatmaps_sha256` of the
+heatmaps it was computed from (:func:`check_heatmaps`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
 import numpy as np
 import zarr
 
-from poisonscan.storage import create_array, read_array
+from poisonscan.storage import (
+    ProvenanceError,
+    StoreError,
+    create_array,
+    read_array,
+    read_sidecar,
+    store_root,
+)
 
 __all__ = [
     "GROUP_ARRAYS",
+    "array_sha256",
+    "check_heatmaps",
+    "check_model",
     "class_group_path",
     "create_class_group",
     "heatmap_group",
+    "heatmaps_sha256",
     "read_explanations",
     "read_group_array",
     "store_attrs",
@@ -140,3 +156,76 @@ def create_class_group(
         create_array(group, name, shape=(n,), chunks=(chunk,), dtype=dtype)
     group.attrs.update({**attrs, "class": int(cls), "n": int(n)})
     return group
+
+
+def array_sha256(arr: np.ndarray) -> str:
+    """sha256 of an array's dtype, shape and values (C order), hex."""
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def heatmaps_sha256(group: PathLike) -> str:
+    """:func:`array_sha256` of the (checked) ``heatmaps`` of a class group: what a distance
+    store records as the heatmaps it was computed from."""
+    return array_sha256(read_group_array(group, "heatmaps"))
+
+
+def check_model(store: PathLike, sidecar: PathLike) -> None:
+    """Check that an explanation store was computed with the checkpoint of ``sidecar``.
+
+    Parameters
+    ----------
+    store : path
+        The explanation store or one of its class groups.
+    sidecar : path
+        The checkpoint's sidecar (``model.safetensors.json``).
+
+    Raises
+    ------
+    StoreError
+        If the store records no ``model_sha256`` or the sidecar is damaged.
+    ProvenanceError
+        If the store's ``model_sha256`` is not the sidecar's ``weights_sha256``; its
+        ``path`` is the sidecar (the upstream output: recomputing the checkpoint
+        recomputes the store too).
+    """
+    root = store_root(store)
+    try:
+        recorded = zarr.open_group(str(root), mode="r").attrs.get("model_sha256")
+    except (FileNotFoundError, ValueError) as err:
+        raise StoreError(f"explanation store {root} is unreadable ({err})", root) from err
+    if not recorded:
+        raise StoreError(f"explanation store {root} records no model_sha256", root)
+    weights = read_sidecar(sidecar)["weights_sha256"]
+    if recorded != weights:
+        raise ProvenanceError(
+            f"explanation store {root} was computed with another checkpoint than the one of "
+            f"{sidecar} (model_sha256 {recorded[:12]} in the store, weights_sha256 "
+            f"{weights[:12]} in the sidecar)",
+            sidecar,
+        )
+
+
+def check_heatmaps(store: PathLike, group: PathLike) -> None:
+    """Check that ``store`` (e.g. a distance store) was computed from the heatmaps of ``group``.
+
+    Raises
+    ------
+    StoreError
+        If ``store`` records no ``heatmaps_sha256``.
+    ProvenanceError
+        If it recorded other heatmaps; its ``path`` is the explanation store holding
+        ``group`` (the upstream output: recomputing it recomputes ``store`` too).
+    """
+    recorded = zarr.open_group(str(store), mode="r").attrs.get("heatmaps_sha256")
+    if not recorded:
+        raise StoreError(f"{store} records no heatmaps_sha256", store)
+    found = heatmaps_sha256(group)
+    if recorded != found:
+        raise ProvenanceError(
+            f"{store} was computed from other heatmaps than those of {group} (heatmaps_sha256 "
+            f"{recorded[:12]} recorded, {found[:12]} found)",
+            store_root(group),
+        )

@@ -82,7 +82,7 @@ def poison_dataset(
         if proxy is None:
             raise ValueError(f"attack {attack.name!r} needs a proxy checkpoint, none was given")
         training.set_threads(threads)
-        model, norm, meta = training.load_checkpoint(proxy)
+        model, norm, meta = training.load_checkpoint(proxy, dataset=clean)
         info = {k: meta.get(k) for k in ("architecture", "n_classes", "weights_sha256")}
         proxy_model = Proxy(model, norm, info)
     t0 = time.perf_counter()

@@ -12,8 +12,9 @@ from typing import Any
 import zarr
 
 from poisonscan import distances
-from poisonscan.explain.store import heatmap_group
-from poisonscan.storage import atomic_path, read_array
+from poisonscan.explain.store import array_sha256, check_model, heatmap_group, read_group_array
+from poisonscan.parameters import merge_performance
+from poisonscan.storage import StoreError, atomic_path, store_root
 
 __all__ = ["GW_MODES", "distances_euclidean", "distances_gw"]
 
@@ -24,16 +25,33 @@ PathLike = str | os.PathLike[str]
 GW_MODES = ("full", "knn")
 
 
-def distances_euclidean(explanations: PathLike, out: PathLike) -> None:
+def _checked_heatmaps(
+    explanations: PathLike, sidecar: PathLike | None
+) -> tuple[str, Any, dict[str, str]]:
+    """The heatmap group, its checked heatmaps and their provenance (attributes of the
+    distance store: what detectors compare with the explanation store)."""
+    group = heatmap_group(explanations)
+    if sidecar is not None:
+        check_model(group, sidecar)
+    hm = read_group_array(group, "heatmaps")
+    model = zarr.open_group(str(store_root(group)), mode="r").attrs.get("model_sha256", "")
+    return group, hm, {"heatmaps_sha256": array_sha256(hm), "model_sha256": model}
+
+
+def distances_euclidean(
+    explanations: PathLike, out: PathLike, sidecar: PathLike | None = None
+) -> None:
     """Euclidean distance matrix of the flattened heatmaps.
 
     ``explanations``: a zarr group holding ``heatmaps`` (n, H, W), or an explanation
-    store (then its target class group is used).
+    store (then its target class group is used). ``sidecar``: the checkpoint's
+    sidecar, checked against the store's ``model_sha256``
+    (:func:`~poisonscan.explain.store.check_model`).
     """
-    hm = read_array(heatmap_group(explanations), "heatmaps")
+    _, hm, provenance = _checked_heatmaps(explanations, sidecar)
     d = distances.euclidean_distances(hm)
     with atomic_path(out) as tmp:
-        distances.write_distance_store(str(tmp), d, {"method": "euclidean"})
+        distances.write_distance_store(str(tmp), d, {"method": "euclidean", **provenance})
     log.info("euclidean distances of %d heatmaps written", len(d))
 
 
@@ -54,17 +72,25 @@ def distances_gw(
     cluster: Mapping[str, Any],
     threads: int = 1,
     performance_report: PathLike | None = None,
+    *,
+    performance: Mapping[str, Any] | None = None,
+    sidecar: PathLike | None = None,
 ) -> None:
     """GW distance matrix over a Dask cluster.
 
     ``explanations``: a zarr group holding ``heatmaps`` (n, H, W), or an explanation
     store (then its target class group is used). ``params`` is the ``distances.gw``
     config section: the fields of :class:`~poisonscan.distances.GWParams` plus
-    ``tile``, ``mode`` and ``knn``.
+    ``tile``, ``mode`` and ``knn``; ``performance`` (dotted config keys, see
+    :data:`poisonscan.parameters.PERFORMANCE`) puts the performance knobs the
+    workflow passes as resources back into it. ``sidecar``: the checkpoint's
+    sidecar, checked against the store's ``model_sha256``.
 
     ``mode="full"``: every pair; tiles are written to ``out + ".partial"`` (not a
     declared output, so Snakemake keeps it when the job fails) and the store is
-    moved to ``out`` once complete; a rerun resumes from the finished tiles.
+    moved to ``out`` once complete; a rerun resumes from the finished tiles, unless
+    the partial store was made from other heatmaps or parameters, or is damaged (then
+    it is removed and the error says to run again).
     ``mode="knn"``: only the pairs needed for the kNN graph
     (:func:`~poisonscan.distances.gw_knn_matrix`); the others are ``+inf`` in the
     store (a consumer must read ``+inf`` as "not a neighbour"). Not resumable.
@@ -73,8 +99,10 @@ def distances_gw(
 
     from poisonscan.parallel import dask_client
 
+    params = merge_performance(params, "distances.gw", performance)
     tile, mode, knn, gw = _split_gw_config(params)
-    group = heatmap_group(explanations)
+    # every heatmap chunk checked once here: the Dask tasks read them again by slices
+    group, _, provenance = _checked_heatmaps(explanations, sidecar)
     report = str(performance_report) if performance_report else os.devnull
     if mode == "knn":
         knn_params = distances.KNNParams.from_config(knn)
@@ -83,7 +111,7 @@ def distances_gw(
             with dask_report(filename=report):
                 d, info = distances.gw_knn_matrix(group, gw, knn_params, client, log)
         attrs = {"method": "gromov_wasserstein_knn", "params": gw.to_dict(), "knn": knn,
-                 "info": info}  # fmt: skip
+                 "info": info, **provenance}  # fmt: skip
         with atomic_path(out) as tmp:
             distances.write_distance_store(str(tmp), d, attrs, tile=tile)
         return
@@ -91,16 +119,27 @@ def distances_gw(
     work = f"{out}.partial"
     if Path(work).exists():
         attrs = zarr.open_group(work, mode="r").attrs
-        found = {"params": attrs.get("params"), "tile": attrs.get("tile")}
-        if found != {"params": gw.to_dict(), "tile": tile}:
-            log.warning("discarding %s: made with other parameters %s", work, found)
+        wanted = {"params": gw.to_dict(), "tile": tile, **provenance}
+        found = {k: attrs.get(k) for k in wanted}
+        if found != wanted:
+            log.warning("discarding %s: made with other parameters or heatmaps %s", work, found)
             shutil.rmtree(work)
         else:
             log.info("resuming from %s", work)
-    with dask_client(cluster, n_workers=threads) as client:
-        log.info("dask cluster: %s", client)
-        with dask_report(filename=report):
-            distances.gw_distance_matrix(group, work, gw, client, tile=tile, log=log)
+    try:
+        with dask_client(cluster, n_workers=threads) as client:
+            log.info("dask cluster: %s", client)
+            with dask_report(filename=report):
+                distances.gw_distance_matrix(group, work, gw, client, tile=tile, log=log,
+                                             attrs=provenance)  # fmt: skip
+    except StoreError as err:
+        if Path(err.path).resolve() != Path(work).resolve():
+            raise
+        # the job's own resume store is damaged: drop it, the next run starts afresh
+        shutil.rmtree(work, ignore_errors=True)
+        raise StoreError(
+            err.detail, work, f"removed {work}; run the same command again to recompute it"
+        ) from err
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     if Path(out).exists():
         shutil.rmtree(out)

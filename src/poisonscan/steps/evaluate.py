@@ -31,6 +31,7 @@ def evaluate_scenario(
     out: PathLike,
     context: Mapping[str, Any],
     art_out: PathLike | None = None,
+    dataset: PathLike | None = None,
 ) -> None:
     """Score every method's flags and scores against the ground truth; one row per method.
 
@@ -48,11 +49,21 @@ def evaluate_scenario(
     art_out : path, optional
         JSON in the shape of ART's ``evaluate_defence``, per method:
         ``{method: {"class_<id>": {...}}}``.
+    dataset : path, optional
+        The training set: with it every row has both poison rates (``rate_of_class``, the
+        share of the analysed class; ``rate_of_set``, of the whole training set).
     """
     group = Path(str(explanations))
     poison = read_group_array(group, "poison").astype(bool)
     cls = int(group.name) if group.name.isdigit() else 0
     train_metrics = json.loads(Path(metrics).read_text())
+    rates = {}
+    if dataset is not None:
+        from poisonscan.storage import read_dataset
+
+        n_train = len(read_dataset(dataset).y_train)
+        rates = {"rate_of_class": int(poison.sum()) / max(poison.size, 1),
+                 "rate_of_set": int(poison.sum()) / max(n_train, 1)}  # fmt: skip
     rows, art = [], {}
     for method, path in sorted(detections.items()):
         res = read_detection(path)
@@ -67,6 +78,7 @@ def evaluate_scenario(
             "k_chosen": res["k"],
             "n": int(poison.size),
             "n_poison": int(poison.sum()),
+            **rates,
             **evaluate.detection_metrics(res["flagged"], poison, res["score"]),
             "clean_acc": train_metrics["clean_acc"],
             "asr": train_metrics["asr"],

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from poisonscan import clustering, distances
-from poisonscan.explain.store import class_group_path, read_group_array, store_classes
+from poisonscan.explain.store import check_model, class_group_path, read_group_array, store_classes
 from poisonscan.storage import atomic_path, write_csv
 
 __all__ = ["SCAN_COLUMNS", "plot_scan", "scan_classes"]
@@ -32,6 +32,7 @@ def scan_classes(
     spray: Mapping[str, Any],
     decision: Mapping[str, Any],
     target: int | None = None,
+    sidecar: PathLike | None = None,
 ) -> int | None:
     """SpRAy on the Euclidean heatmap distances of every class; rank the classes.
 
@@ -52,12 +53,16 @@ def scan_classes(
         always chooses k.
     target : int, optional
         The attacked class, to report its rank.
+    sidecar : path, optional
+        The checkpoint's sidecar, checked against the store's ``model_sha256``.
 
     Returns
     -------
     int or None
         Rank of ``target`` (None without a target or if it has no group).
     """
+    if sidecar is not None:
+        check_model(explanations, sidecar)
     rows = []
     for cls in store_classes(explanations):
         group = class_group_path(explanations, cls)

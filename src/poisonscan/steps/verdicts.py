@@ -32,6 +32,7 @@ __all__ = [
     "VERDICT_COLUMNS",
     "audit_scenario",
     "baseline_verdicts",
+    "clean_list",
     "evaluate_verdicts",
     "image_groups",
 ]
@@ -268,6 +269,33 @@ def evaluate_verdicts(
                                        target, score)})  # fmt: skip
     write_json(out, rows)
     return rows
+
+
+def clean_list(
+    samples: PathLike, dataset: PathLike, out_list: PathLike, out_dataset: PathLike
+) -> int:
+    """The training images the verdicts did not flag: their paths (or ``#index``), one per
+    line, and the dataset without the flagged images, ready to retrain on.
+
+    Returns
+    -------
+    int
+        Images removed.
+    """
+    from poisonscan.removal import filter_training_set
+    from poisonscan.storage import write_dataset
+
+    ds = read_dataset(dataset)
+    flagged = np.asarray(read_npz(samples)["flagged"], dtype=bool)
+    if flagged.shape != ds.y_train.shape:
+        raise ValueError(f"{samples} has {flagged.size} images but {dataset} has {ds.y_train.size}")
+    ids = _image_ids(ds)[~flagged]
+    with atomic_path(out_list) as tmp:
+        Path(tmp).write_text("".join(f"{i}\n" for i in ids))
+    write_dataset(out_dataset, filter_training_set(ds, flagged))
+    log.info("%d of %d training images kept, %d flagged ones left out", int((~flagged).sum()),
+             flagged.size, int(flagged.sum()))  # fmt: skip
+    return int(flagged.sum())
 
 
 def summarize_verdicts(evaluations: Sequence[PathLike], out: PathLike) -> list[dict[str, Any]]:
