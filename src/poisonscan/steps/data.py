@@ -89,7 +89,7 @@ def poison_dataset(
     poisoned = attack.poison(ds, proxy_model)
     extra = poisoned.extra
     log.info(
-        "%s: %d of %d training images poisoned (target class %d), %d triggered test images, "
+        "%s: %d of %d training images poisoned (target class %s), %d triggered test images, "
         "%.1f s", attack.name, int(extra["poison_mask"].sum()), len(poisoned.y_train),
         attack.target, len(extra.get("x_test_triggered", ())), time.perf_counter() - t0,
     )  # fmt: skip
