@@ -37,6 +37,8 @@ DISTANCES = config["distances"]["methods"]
 # Detection methods (clusters/<method>.npz each; poisonscan.detectors.DETECTORS).
 METHODS = config["clustering"]["methods"]
 REMOVAL_METHODS = config["removal"]["methods"]
+# The whole-dataset scan also ranks the classes by GW (the GW kNN graphs of every class).
+SCAN_GW = config["scan"]["gw"]
 # The verdicts compare every class with the others: they run when every class is explained.
 VERDICTS = config["explain"]["classes"] == "all"
 # The clean model the label-consistent attack runs PGD against (made by train_proxy), trained

@@ -40,3 +40,25 @@ rule distances_gw:
         "../envs/analysis.yaml"
     script:
         "../workflow/scripts/distances_gw.py"
+
+
+rule distances_gw_classes:
+    input:
+        store="results/{dataset}/{scenario}/explain.zarr",
+        sidecar=sidecar,
+    output:
+        store=directory("results/{dataset}/{scenario}/distances/gw_classes.zarr"),
+    params:
+        gw=without_performance(config["distances"]["gw"], "distances.gw"),
+        code=code("distances"),
+    resources:
+        **performance_resources(config, "distances.gw"),
+    log:
+        log="results/logs/distances_gw_classes/{dataset}/{scenario}.log",
+        dask_report="results/logs/distances_gw_classes/{dataset}/{scenario}.dask-report.html",
+    benchmark:
+        "results/benchmarks/distances_gw_classes/{dataset}/{scenario}.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../workflow/scripts/distances_gw.py"

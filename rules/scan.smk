@@ -5,6 +5,7 @@ rule scan:
     input:
         store="results/{dataset}/{scenario}/explain.zarr",
         sidecar=sidecar,
+        gw=branch(SCAN_GW, "results/{dataset}/{scenario}/distances/gw_classes.zarr"),
     output:
         csv="results/{dataset}/{scenario}/scan.csv",
         png=report(

@@ -143,3 +143,47 @@ def test_synthetic_heatmaps_are_measures_with_a_poisoned_quarter() -> None:
     assert poison.sum() == 5
     patch = hm[:, 27:30, 27:30].sum(axis=(1, 2))
     assert patch[poison].min() > patch[~poison].max()
+
+
+def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from conftest import REPO
+
+    from poisonscan.storage import create_array, seal_store
+
+    store = tmp_path / "explain.zarr"
+    root = zarr.open_group(str(store), mode="w")
+    for c, seed in ((0, 1), (5, 2), (7, 3)):
+        hm, poison = synthetic_heatmaps(24, seed=seed)
+        if c != 5:  # only class 5 has the patch
+            hm, poison = synthetic_heatmaps(40, seed=seed)
+            hm, poison = hm[~poison][:24], poison[~poison][:24]
+        g = root.create_group(str(c))
+        create_array(g, "heatmaps", data=hm)
+        create_array(g, "poison", data=poison)
+    root.attrs.update({"classes": [0, 5, 7], "target_class": 5})
+    seal_store(root)
+    (row,) = run(capsys, "--mode", "scan", "--store", str(store), "--solver", "batched_cg",
+                 "--epsilon", "0.003", "--support", "pool8+mass0.99", "--metric", "euclidean",
+                 "--k", "3", "--candidates", "5", "--rounds", "2", "--recall-rows", "12",
+                 "--workers", "1", "--config", str(REPO / "config" / "config.yaml"))  # fmt: skip
+    assert row["classes"] == 3 and row["n"] == 72 and row["pairs_all"] == 3 * 24 * 23 // 2
+    assert 0 < row["pairs_solved"] <= row["pairs_all"] and row["seconds"] > 0
+    assert row["recall_rows"] == 12 and 0 <= row["recall_min_class"] <= row["recall"] <= 1
+    assert row["target_class"] == 5
+    assert row["target_rank_l2"] == 1 and row["first_l2"] == [5]
+    assert row["target_rank_gw"] == 1 and row["first_gw"] == [5]
+    # the same figures from kNN graphs made beforehand (the workflow's store)
+    from poisonscan.steps.distances import distances_gw_classes
+
+    section = {"solver": "batched_cg", "epsilon": 0.003, "pool": 4, "mass": 0.99,
+               "metric": "euclidean", "tile": 64,
+               "knn": {"n_neighbors": 3, "candidates": 5, "max_rounds": 2}}  # fmt: skip
+    distances_gw_classes(store, tmp_path / "gw.zarr", section, {"cluster": "local"})
+    (again,) = run(capsys, "--mode", "scan", "--store", str(store), "--gw-store",
+                   str(tmp_path / "gw.zarr"), "--recall-rows", "12", "--workers", "1",
+                   "--config", str(REPO / "config" / "config.yaml"))  # fmt: skip
+    assert "seconds" not in again and again["support"] == "pool8+mass0.99"
+    for key in ("pairs_solved", "recall", "target_rank_l2", "target_rank_gw", "first_gw"):
+        assert again[key] == row[key], key

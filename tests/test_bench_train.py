@@ -42,3 +42,23 @@ def test_time_training_needs_a_batch() -> None:
     data = random_dataset(n_classes=2, n_train=4, n_test=1)
     with pytest.raises(ValueError, match="at least 1 timed batch, got 0"):
         time_training(data, "net", training.TrainParams(), 0, torch.device("cpu"))
+
+
+def test_bench_train_times_before_and_after_in_one_run() -> None:
+    argv = ["train", "--model", "net", "--n-per-class", "8", "--batches", "2"]
+    rows = run_subcommand([*argv, "--batch-size", "8", "--variant", "before,after"])
+    assert [(r["model"], r["variant"]) for r in rows] == [("net", "before"), ("net", "after")]
+    for row in rows:
+        assert row["clock"] == "wall" and row["train_images_per_s"] > 0
+        assert row["s_per_epoch"] > 0 and row["batches"] == 2
+    assert rows[0]["n_parameters"] == rows[1]["n_parameters"]
+    rows = run_subcommand([*argv, "--clock", "cpu"])  # default: the workflow's path only
+    assert [r["variant"] for r in rows] == ["after"] and rows[0]["clock"] == "cpu"
+    with pytest.raises(SystemExit, match="unknown \\['fastest'\\]"):
+        run_subcommand([*argv, "--variant", "after,fastest"])
+
+
+def test_time_training_names_unknown_variants() -> None:
+    data = random_dataset(n_classes=2, n_train=4, n_test=1)
+    with pytest.raises(ValueError, match="unknown variant"):
+        time_training(data, "net", training.TrainParams(), 1, torch.device("cpu"), variants=["x"])

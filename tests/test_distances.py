@@ -384,3 +384,19 @@ def test_non_finite_heatmaps_are_refused_by_both_distances() -> None:
         euclidean_distances(hm)
     with pytest.raises(ValueError, match="NaN or infinite"):
         heatmap_to_mm_space(hm[2])
+
+
+def test_auto_device_takes_a_gpu_only_where_the_process_sees_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert GWParams().device == "auto" and GWParams().torch_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert GWParams(solver="batched_cg", epsilon=0.003).torch_device() == "cuda"
+    assert GWParams(device="cpu").torch_device() == "cpu"
+    assert GWParams(device="cuda:1").torch_device() == "cuda:1"
+    for bad in ("auto:1", "gpu", "cuda1"):
+        with pytest.raises(ValueError, match="device must be 'auto', 'cpu' or 'cuda"):
+            GWParams(device=bad)

@@ -378,3 +378,22 @@ def test_batched_cg_rejects_bad_shapes_and_handles_no_pairs() -> None:
     values, info = batched_cg_gw(c[:0], p[:0], c[:0], p[:0], BatchedCGOptions(),
                                  return_info=True)  # fmt: skip
     assert values.shape == (0,) and info["converged"].shape == (0,)
+
+
+def test_batched_cg_values_do_not_depend_on_the_other_pairs_of_a_call() -> None:
+    """Each pair's padded shape follows from its own supports: solved among all pairs,
+    in another order or alone, it takes the same path (float32)."""
+    hm = np.concatenate([blob_heatmaps(30, seed=11), blob_heatmaps(10, seed=12, patch=0.4)])
+    params = GWParams(solver="batched_cg", epsilon=0.003, pool=4, mass=0.9)
+    spaces = prepare_spaces(hm.astype(np.float32), params)
+    assert len({s.weights.size for s in spaces}) > 4  # supports of many sizes
+    rng = np.random.default_rng(0)
+    pairs = [(i, j) for i in range(len(hm)) for j in range(i + 1, len(hm))]
+    pairs = [pairs[k] for k in rng.choice(len(pairs), 300, replace=False)]
+    together = solve_pairs(spaces, spaces, pairs, params)
+    order = rng.permutation(len(pairs))
+    shuffled = np.empty(len(pairs))
+    shuffled[order] = solve_pairs(spaces, spaces, [pairs[k] for k in order], params)
+    alone = np.array([solve_pairs(spaces, spaces, [p], params)[0] for p in pairs[:60]])
+    np.testing.assert_allclose(shuffled, together, rtol=1e-5)
+    np.testing.assert_allclose(alone, together[:60], rtol=1e-5)

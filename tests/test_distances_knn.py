@@ -15,6 +15,7 @@ from poisonscan.distances import (
     GWParams,
     KNNParams,
     distance_quantiles,
+    gw_knn_matrices,
     gw_knn_matrix,
     heatmap_to_mm_space,
     knn_recall,
@@ -23,7 +24,7 @@ from poisonscan.distances import (
     read_distance_store,
     second_lower_bound,
 )
-from poisonscan.steps.distances import distances_gw
+from poisonscan.steps.distances import distances_gw, distances_gw_classes
 from poisonscan.storage import create_array, seal_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -146,3 +147,68 @@ def test_step_knn_mode_writes_a_store_with_inf(tmp_path: Path) -> None:
     assert attrs["method"] == "gromov_wasserstein_knn" and attrs["knn"]["n_neighbors"] == 2
     with pytest.raises(ValueError, match=r"distances.gw.mode must be one of \('full', 'knn'\)"):
         distances_gw(src, out, {**params, "mode": "dense"}, {"cluster": "local"})
+
+
+def test_gw_knn_matrices_equal_each_group_alone_and_resume_from_finished_tasks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import poisonscan.distances._knn as knn_module
+
+    groups = {c: write_group(tmp_path / f"{c}.zarr", heatmaps(n, seed=c))
+              for c, n in ((3, 14), (8, 9))}  # fmt: skip
+    params = GWParams(solver="batched_cg", pool=2, mass=None, epsilon=0.003)
+    knn = KNNParams(n_neighbors=2, candidates=3, refine=2, max_rounds=2, pairs_per_task=7)
+    alone = {c: gw_knn_matrix(g, params, knn) for c, g in groups.items()}
+    resume = tmp_path / "partial"
+    together = gw_knn_matrices(groups, params, knn, resume=resume)
+    for c in groups:
+        np.testing.assert_array_equal(together[c][0], alone[c][0])
+        assert together[c][1]["pairs"] == alone[c][1]["pairs"]
+        assert together[c][1]["rounds"] == alone[c][1]["rounds"] == 2
+    files = sorted(resume.glob("*.npy"))
+    assert {f.name.split("-")[0] for f in files} == {"3", "8"}
+    # a rerun after a kill: the lost tasks only are solved again, with the same result
+    lost = files[::3]
+    for f in lost[1:]:
+        f.unlink()
+    lost[0].write_bytes(b"damaged")  # unreadable: solved again too
+    solved = []
+    compute = knn_module.compute_pairs
+
+    def counting(group: str, pairs: np.ndarray, p: GWParams) -> tuple[np.ndarray, np.ndarray]:
+        solved.append(len(pairs))
+        return compute(group, pairs, p)
+
+    monkeypatch.setattr(knn_module, "compute_pairs", counting)
+    again = gw_knn_matrices(groups, params, knn, resume=resume)
+    assert len(solved) == len(lost)
+    for c in groups:
+        np.testing.assert_array_equal(again[c][0], together[c][0])
+
+
+def test_step_gw_classes_writes_one_store_per_class_and_drops_stale_work(tmp_path: Path) -> None:
+    root = zarr.open_group(str(tmp_path / "explain.zarr"), mode="w")
+    sizes = ((0, 10), (4, 12), (9, 2))  # class 9: fewer heatmaps than k + 1, all its pairs
+    for c, n in sizes:
+        create_array(root.create_group(str(c)), "heatmaps", data=heatmaps(n, seed=c))
+    root.attrs.update({"classes": [0, 4, 9], "target_class": 4})
+    seal_store(root)
+    out = tmp_path / "gw_classes.zarr"
+    knn = {"n_neighbors": 2, "candidates": 3, "refine": 1, "max_rounds": 1}
+    params = {"solver": "batched_cg", "pool": 2, "mass": None, "epsilon": 0.003, "tile": 8,
+              "mode": "full", "knn": knn}  # fmt: skip
+    stale = Path(f"{out}.partial")
+    stale.mkdir()
+    (stale / "meta.json").write_text("{}")  # work of other parameters: discarded
+    (stale / "0-r0-0.npy").write_bytes(b"not a result")
+    distances_gw_classes(str(tmp_path / "explain.zarr"), out, params, {"cluster": "local"})
+    assert not stale.exists()
+    for c, n in sizes:
+        d = read_distance_store(str(out / str(c)))
+        assert d.shape == (n, n) and np.isfinite(d).sum() > n
+        assert np.isinf(d).any() == (c != 9)
+        attrs = zarr.open_group(str(out / str(c)), mode="r").attrs
+        assert (
+            attrs["method"] == "gromov_wasserstein_knn"
+            and attrs["params"]["solver"] == "batched_cg"
+        )

@@ -106,3 +106,22 @@ def test_jobqueue_bad_config(config: dict, match: str) -> None:
         jobqueue_cluster("slurm", config)
     with pytest.raises(ValueError, match=r"'lsf'.*\['slurm', 'pbs'\]"):
         jobqueue_cluster("lsf", {})
+
+
+def test_local_workers_get_one_thread_even_where_the_caller_asked_for_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Snakemake sets OMP_NUM_THREADS etc. to a rule's threads; the GW workers must still get
+    one thread each (the nanny's pre-spawn environment loses against a set variable)."""
+
+    for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(key, "2")
+
+    def threads() -> tuple[int, str | None]:
+        import torch
+
+        return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+
+    with dask_client({"cluster": "local"}, n_workers=1) as client:
+        assert list(client.run(threads).values()) == [(1, "1")]
+    assert os.environ["OMP_NUM_THREADS"] == "2"  # this process's setting is restored

@@ -46,6 +46,7 @@ class _Job:
         self.log.log = str(log)  # distances_gw names its log
         self.resources: dict[str, Any] = {}
         self.threads = 1
+        self.rule = ""
         self.config: dict[str, Any] = {"dask": {"cluster": "local"}}
 
 
@@ -76,6 +77,7 @@ def test_a_failing_script_writes_its_traceback_to_the_rule_log(
     """One failure per rule kind: every input is missing, so the step raises."""
     log = tmp_path / "logs" / f"{script.stem}.log"
     job = _Job(tmp_path, log)
+    job.rule = script.stem  # distances_gw.py serves two rules
     with pytest.raises(Exception):  # noqa: B017 - whatever the step raises
         runpy.run_path(str(script), init_globals={"snakemake": job}, run_name="__main__")
     text = log.read_text()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,17 @@ from poisonscan.detectors import read_detection
 from poisonscan.explain.store import array_sha256
 from poisonscan.removal import REMOVAL_COLUMNS
 from poisonscan.steps.detect import detect
+from poisonscan.steps.distances import distances_gw_classes
 from poisonscan.steps.evaluate import evaluate_scenario, summarize
 from poisonscan.steps.removal import removal_table, retrain_filtered
 from poisonscan.steps.scan import scan_classes
-from poisonscan.storage import ImageDataset, create_array, seal_store, write_dataset
+from poisonscan.storage import (
+    ImageDataset,
+    ProvenanceError,
+    create_array,
+    seal_store,
+    write_dataset,
+)
 
 TARGET = 5
 SPRAY = {"affinity": "knn", "n_neighbors": 5, "bandwidth": "median", "n_clusters": None,
@@ -231,12 +239,39 @@ def test_scan_ranks_the_attacked_class_first(scenario: dict[str, Path]) -> None:
     d = scenario["dir"]
     rank = scan_classes(scenario["store"], d / "scan.csv", d / "scan.png", SPRAY, DECISION,
                         target=TARGET)  # fmt: skip
-    assert rank == 1
+    assert rank == {"l2": 1}
     with open(d / "scan.csv") as f:
         rows = list(csv.DictReader(f))
     assert int(rows[0]["class"]) == TARGET and rows[0]["is_target"] == "True"
     assert [int(r["rank"]) for r in rows] == [1, 2, 3]
+    assert {r["distance"] for r in rows} == {"l2"}
     assert (d / "scan.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scan_by_gw_of_every_class(scenario: dict[str, Path]) -> None:
+    d = scenario["dir"]
+    gw = d / "gw_classes.zarr"
+    knn = {"n_neighbors": 5, "candidates": 10, "refine": 5, "max_rounds": 3}
+    distances_gw_classes(scenario["store"], gw, {**GW, "solver": "batched_cg", "epsilon": 0.003,
+                         "tile": 16, "knn": knn}, {"cluster": "local"})  # fmt: skip
+    rank = scan_classes(scenario["store"], d / "scan_gw.csv", d / "scan_gw.png", SPRAY, DECISION,
+                        target=TARGET, gw=gw)  # fmt: skip
+    assert rank == {"l2": 1, "gw": 1}
+    with open(d / "scan_gw.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["distance"], int(r["rank"])) for r in rows] == [
+        ("l2", 1), ("l2", 2), ("l2", 3), ("gw", 1), ("gw", 2), ("gw", 3)
+    ]  # fmt: skip
+    # the l2 rows are those of the scan without GW
+    with open(d / "scan.csv") as f:
+        assert rows[:3] == list(csv.DictReader(f))
+    # a GW store of other heatmaps is refused
+    other = d / "gw_other.zarr"
+    shutil.copytree(gw, other)
+    attrs = zarr.open_group(str(other / "0"), mode="r+").attrs
+    attrs["heatmaps_sha256"] = "0" * 64
+    with pytest.raises(ProvenanceError, match="other heatmaps"):
+        scan_classes(scenario["store"], d / "x.csv", None, SPRAY, DECISION, gw=other)
 
 
 def test_retrain_filtered_removes_the_flags_and_reports(
@@ -298,6 +333,7 @@ def test_analysis_steps_run_without_torch(scenario: dict[str, Path]) -> None:
     code = f"""
 import sys
 from poisonscan.steps.detect import detect
+from poisonscan.steps.distances import distances_gw_classes
 from poisonscan.steps.evaluate import evaluate_scenario
 from poisonscan.steps.scan import scan_classes
 sections = {{"params": {SPRAY!r}, "decision": {DECISION!r}}}

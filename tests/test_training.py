@@ -335,3 +335,82 @@ def test_attack_success_rates_per_class_and_mean_ignore_the_target() -> None:
     assert mean == 2 / 3
     mean, per_class = training.attack_success_rates(np.array([5]), np.array([5]), 5)
     assert per_class == {} and np.isnan(mean)
+
+
+@pytest.mark.parametrize(
+    ("augment", "workers"),
+    [((), 0), (tuple(training.AUGMENTATIONS), 0), (("rotation", "color_jitter"), 1)],
+)
+def test_fast_loader_gives_the_reference_batches(augment: tuple[str, ...], workers: int) -> None:
+    """Whole-batch fetching keeps the order, the labels and every augmented pixel."""
+    data = random_dataset(n_classes=3, n_train=10, n_test=1)
+    params = training.TrainParams(batch_size=7, augment=augment, seed=3)  # 30 = 4 x 7 + 2
+    epochs = {}
+    for fast in (False, True):
+        torch.manual_seed(11)  # the augmentations draw from torch's global generator
+        loader = training.make_loader(data.x_train, data.y_train, params, workers, fast=fast)
+        epochs[fast] = [batch for _ in range(2) for batch in loader]
+    assert len(epochs[True]) == len(epochs[False]) == 10
+    for (x_ref, y_ref), (x, y) in zip(epochs[False], epochs[True], strict=True):
+        assert x.dtype == x_ref.dtype == torch.uint8 and y.dtype == y_ref.dtype == torch.int64
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+    assert not torch.equal(epochs[True][0][1], epochs[True][5][1])  # reshuffled per epoch
+
+
+def test_fast_step_feeds_the_model_what_the_reference_step_does() -> None:
+    """Same normalised, shifted inputs and labels; the same weights up to rounding."""
+    data = random_dataset(n_classes=3, n_train=12, n_test=1)
+    params = training.TrainParams(batch_size=8, optimizer="sgd", learning_rate=0.05, shift=2)
+    norm = training.Normalization.fit(data.x_train)
+    runs = {}
+    for fast in (False, True):
+        torch.manual_seed(0)
+        model = build_model("net", 3).train()
+        seen: list[torch.Tensor] = []
+
+        def record(_: object, args: tuple[torch.Tensor], seen: list = seen) -> None:
+            seen.append(args[0].detach().clone())
+
+        model.register_forward_pre_hook(record)
+        step = training.TrainStep(model, norm, params, CPU, fast=fast)
+        loader = training.make_loader(data.x_train, data.y_train, params, fast=fast)
+        results = [step(xb, yb) for xb, yb in loader]
+        runs[fast] = seen, results, model.state_dict()
+    (seen_ref, results_ref, weights_ref), (seen, results, weights) = runs[False], runs[True]
+    assert len(seen) == len(seen_ref) == 5
+    assert all(torch.equal(a, b) for a, b in zip(seen, seen_ref, strict=True))
+    assert [c for _, c in results] == [c for _, c in results_ref]
+    losses, losses_ref = [r[0] for r in results], [r[0] for r in results_ref]
+    assert losses == pytest.approx(losses_ref, rel=1e-4)
+    for key, value in weights_ref.items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_fast_training_matches_the_reference_and_hands_back_a_plain_model() -> None:
+    data = random_dataset(n_classes=3, n_train=12, n_test=1)
+    params = training.TrainParams(
+        epochs=2, batch_size=8, optimizer="sgd", learning_rate=0.05, validation_fraction=0.25
+    )
+    ref = training.train_model(data, "net", params, CPU, fast=False)
+    fast = training.train_model(data, "net", params, CPU, fast=True)
+    assert fast.best_epoch == ref.best_epoch and fast.n_train == ref.n_train
+    for row, row_ref in zip(fast.history, ref.history, strict=True):
+        assert row["train_acc"] == row_ref["train_acc"]
+        assert row["loss"] == pytest.approx(row_ref["loss"], rel=1e-5)
+    weights, weights_ref = fast.model.state_dict(), ref.model.state_dict()
+    for key, value in weights_ref.items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-4, atol=1e-5)
+    assert all(w.is_contiguous() for w in weights.values())  # channels_last while training
+
+
+def test_fast_training_without_channels_last_is_bit_identical(monkeypatch) -> None:
+    """The batched loader, on-device constants and per-epoch sums change no bit."""
+    monkeypatch.setattr(training, "CHANNELS_LAST_ON_CPU", False)
+    data = random_dataset(n_classes=3, n_train=12, n_test=1)
+    params = training.TrainParams(epochs=2, batch_size=8, seed=2, validation_fraction=0.25)
+    ref = training.train_model(data, "net", params, CPU, fast=False)
+    fast = training.train_model(data, "net", params, CPU, fast=True)
+    strip = [{k: v for k, v in row.items() if k != "seconds"} for row in ref.history]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in fast.history] == strip
+    weights, weights_ref = fast.model.state_dict(), ref.model.state_dict()
+    assert all(torch.equal(weights[key], value) for key, value in weights_ref.items())

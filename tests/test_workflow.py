@@ -24,6 +24,7 @@ TINY = {
     "explain": {"batch_size": 16},
     "distances": {"gw": {"pool": 8, "tile": 16}},
     "clustering": {"spray": {"n_neighbors": 5}},
+    "scan": {"gw": True},
 }
 
 
@@ -114,6 +115,27 @@ def test_batched_gw_agrees_with_pot_on_the_runs_lrp_heatmaps(finished_run: Path)
 
 
 @pytest.mark.slow
+def test_scan_ranks_every_class_by_euclidean_and_gw_distances(finished_run: Path) -> None:
+    import zarr
+
+    from poisonscan.distances import read_distance_store
+
+    results = finished_run / "results/synthetic/tiny"
+    with open(results / "scan.csv") as f:
+        rows = list(csv.DictReader(f))
+    classes = sorted(int(c) for c in zarr.open_group(str(results / "explain.zarr")).group_keys())
+    for distance in ("l2", "gw"):
+        mine = [r for r in rows if r["distance"] == distance]
+        assert sorted(int(r["class"]) for r in mine) == classes, distance
+    for c in classes:  # one kNN matrix per class, +inf for the pairs not solved
+        d = read_distance_store(str(results / "distances/gw_classes.zarr" / str(c)))
+        assert (
+            d.shape[0]
+            == zarr.open_group(str(results / "explain.zarr" / str(c)))["heatmaps"].shape[0]
+        )
+
+
+@pytest.mark.slow
 def test_second_run_does_nothing(finished_run: Path) -> None:
     proc = run_snakemake(finished_run, "--configfile", str(finished_run / "config.yaml"), "-n")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -140,7 +162,8 @@ def test_config_changes_rerun_exactly_the_affected_rules(finished_run: Path) -> 
     }  # fmt: skip
     explain = {**TINY, "explain": {"batch_size": 16, "composite": "epsilon"}}
     assert planned_rules(finished_run, explain) == {
-        "explain", "distances_l2", "distances_gw", "detect", "scan", "retrain_filtered",
+        "explain", "distances_l2", "distances_gw", "distances_gw_classes", "detect", "scan",
+        "retrain_filtered",
         "removal", "evaluate", "embed", "figures", "verdicts", "verdict_baselines",
         "evaluate_verdicts", "clean_list", "summary", "aggregate", "verdict_summary",
         "overview", "all",
@@ -201,7 +224,8 @@ def planned_jobs(workdir: Path, config: dict) -> set[tuple[str, str]]:
     return dry_run_jobs(workdir, write_config(sub, config))
 
 
-PER_SCENARIO = {"poison", "train", "explain", "distances_l2", "distances_gw", "detect", "scan",
+PER_SCENARIO = {"poison", "train", "explain", "distances_l2", "distances_gw",
+                "distances_gw_classes", "detect", "scan",
                 "retrain_filtered", "removal", "evaluate", "embed", "figures", "verdicts",
                 "verdict_baselines", "evaluate_verdicts", "clean_list"}  # fmt: skip
 # the tables over every scenario and the report's first page

@@ -394,14 +394,15 @@ def check_devices(cfg: Mapping[str, Any], gpu_rules: Collection[str] = ()) -> No
     Raises
     ------
     ConfigError
-        If the batched solver is to run on a CUDA device that this machine lacks,
+        If a batched solver is to run on a CUDA device that this machine lacks,
         naming the key and the rules.
     """
     gw = cfg["distances"]["gw"]
     device = str(gw["device"])
-    if gw["solver"] != "batched" or not device.startswith("cuda"):
+    if gw["solver"] not in ("batched", "batched_cg") or not device.startswith("cuda"):
         return
     users = ["distances_gw"] if "gw" in cfg["distances"]["methods"] else []
+    users += ["distances_gw_classes"] if cfg["scan"]["gw"] else []
     users += ["detect"] if "gw_kmeans" in cfg["clustering"]["methods"] else []
     local = [r for r in users if r not in set(gpu_rules)]
     if not local:

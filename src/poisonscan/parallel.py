@@ -23,6 +23,7 @@ Other keys are ignored, so a larger config section can be passed as is.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -154,6 +155,21 @@ def jobqueue_cluster(kind: str, config: Mapping[str, Any] | None) -> Any:
 
 
 @contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables of this process for the block, then restore them."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
 def dask_client(config: Mapping[str, Any] | None, n_workers: int) -> Iterator[distributed.Client]:
     """Yield a :class:`distributed.Client` for the cluster chosen by ``config``.
 
@@ -183,9 +199,15 @@ def dask_client(config: Mapping[str, Any] | None, n_workers: int) -> Iterator[di
         if kind == "local":
             if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
                 raise ValueError(f"n_workers must be a positive integer, got {n_workers!r}")
-            # The nanny applies this environment before it spawns the worker process.
+            # The nanny applies this environment before it spawns the worker process, but
+            # a variable already set here wins over it (Snakemake sets OMP_NUM_THREADS etc.
+            # to the rule's threads: 2 workers x 2 torch threads on 2 cores ran the GW
+            # tasks 5x slower), so it is set here too while the nannies are made.
             env = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **_SINGLE_THREAD_ENV}
-            with dask.config.set({"distributed.nanny.pre-spawn-environ": env}):
+            with (
+                dask.config.set({"distributed.nanny.pre-spawn-environ": env}),
+                _environ(_SINGLE_THREAD_ENV),
+            ):
                 cluster = stack.enter_context(
                     distributed.LocalCluster(
                         n_workers=n_workers,

@@ -31,6 +31,15 @@ Modes (``--mode``), one JSON line per configuration:
     recall of the exact ``--k``-NN graph; one line per ``--rounds`` value (comma-separated,
     the full matrix is computed once). ``--recall-rows R`` estimates the recall from R
     random full rows instead of the full matrix (large n with a slow solver).
+``scan``
+    The GW kNN graphs of every class of the explanation store ``--store`` in one Dask
+    computation, through the step of rule ``distances_gw_classes`` (``--workers`` workers,
+    kNN search as in ``knn``), or those of ``--gw-store`` (the workflow's, with their own
+    parameters): seconds and pairs; the recall of the exact ``--k``-NN from
+    ``--recall-rows`` random heatmaps of the whole store (their full rows within their
+    class, same solver), overall and per class; then the whole-dataset scan (rule
+    ``scan``, SpRAy settings of ``--config``) by Euclidean and by GW distances: the rank of
+    the store's target class by each and the classes ranked first.
 ``detect``
     Detection quality of SpRAy (kNN affinity, 2 clusters, smaller cluster flagged) on the
     GW matrix of ``--n`` heatmaps with ground truth, per ``--configs`` entry
@@ -67,7 +76,7 @@ N_REF = 2000
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("gw", help="GW solvers, tiled Dask run, sparse kNN mode, detection")
-    p.add_argument("--mode", choices=["pairs", "dask", "knn", "detect"], default="pairs")
+    p.add_argument("--mode", choices=["pairs", "dask", "knn", "scan", "detect"], default="pairs")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--store", type=Path, help="zarr group with heatmaps, or explain.zarr")
     src.add_argument("--synthetic", action="store_true", help="synthetic heatmaps (default)")
@@ -105,11 +114,20 @@ def add_parser(sub: Any) -> None:
                         "the full matrix (0: full matrix)")  # fmt: skip
     p.add_argument("--configs", default="pot_exact:pool8+mass0.99:0,batched:pool8+mass0.99:0.005",
                    help="detect: solver:support:epsilon, comma-separated")  # fmt: skip
+    p.add_argument("--gw-store", type=Path,
+                   help="scan: the GW kNN graphs the workflow made (distances/gw_classes.zarr) "
+                        "instead of computing them")  # fmt: skip
+    p.add_argument("--pairs-per-task", type=int, default=2048, help="knn/scan: GW pairs per task")
+    p.add_argument("--config", type=Path, default=Path("config") / "config.yaml",
+                   help="scan: config with its clustering.spray and decision")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_run)
 
 
 def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    if args.mode == "scan":
+        with _threads(args.threads):
+            return [scan_row(args)]
     hm, poison = _heatmaps(args)
     with _threads(args.threads):
         if args.mode == "pairs":
@@ -460,8 +478,12 @@ def _params_from_args(args: argparse.Namespace, eps: float, support: str, n_size
 
 
 def _write_group(tmp: str, hm: np.ndarray) -> str:
+    from poisonscan.storage import create_array, seal_store
+
     path = str(Path(tmp) / "heatmaps.zarr")
-    zarr.open_group(path, mode="w").create_array("heatmaps", data=hm, chunks=(64, *hm.shape[1:]))
+    group = zarr.open_group(path, mode="w")
+    create_array(group, "heatmaps", data=hm, chunks=(64, *hm.shape[1:]))
+    seal_store(group)  # as the explain step does (the GW steps check every chunk)
     return path
 
 
@@ -562,6 +584,99 @@ def knn_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
                 row["recall"] = round(distances.knn_recall(full, sparse, args.k), 4)
             out.append(row)
     return out
+
+
+def scan_row(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``scan`` mode (see the module docstring)."""
+    from poisonscan.config import read_config
+    from poisonscan.explain.store import class_group_path, store_classes
+    from poisonscan.parallel import dask_client
+    from poisonscan.steps.distances import distances_gw_classes
+    from poisonscan.steps.scan import scan_classes
+
+    if args.store is None:
+        raise ValueError("--mode scan needs --store: an explanation store with every class")
+    cfg = read_config(args.config, Path(args.config).parent / "schema.yaml")
+    support = args.support.split(",")[0]
+    eps = float(args.epsilon.split(",")[0])
+    classes = store_classes(args.store)
+    groups = {c: class_group_path(args.store, c) for c in classes}
+    sizes = {c: int(zarr.open_group(g, mode="r")["heatmaps"].shape[0]) for c, g in groups.items()}
+    size = zarr.open_group(groups[classes[0]], mode="r")["heatmaps"].shape[1]
+    if args.gw_store is None:
+        params = _params_from_args(args, eps, support, size)
+        knn = {"n_neighbors": args.k, "candidates": args.candidates, "refine": args.refine,
+               "bound": args.bound, "max_rounds": int(str(args.rounds).split(",")[0]),
+               "pairs_per_task": args.pairs_per_task}  # fmt: skip
+    else:  # the workflow's kNN graphs: their own parameters
+        attrs = zarr.open_group(str(args.gw_store), mode="r").attrs
+        params, knn = distances.GWParams.from_config(attrs["params"]), dict(attrs["knn"])
+        support = f"pool{size // params.pool}+mass{params.mass}"
+    section = {**params.to_dict(), "tile": args.tile, "mode": "knn", "knn": knn}
+    row: dict[str, Any] = {
+        "mode": "scan", "classes": len(classes), "n": sum(sizes.values()),
+        "pairs_all": sum(n * (n - 1) // 2 for n in sizes.values()), "solver": params.solver,
+        "support": support, "epsilon": params.epsilon, "metric": params.metric,
+        "workers": args.workers, **{k: v for k, v in knn.items() if k != "pairs_per_task"},
+    }  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(args.gw_store or Path(tmp) / "gw_classes.zarr")
+        if args.gw_store is None:
+            t0 = time.perf_counter()
+            distances_gw_classes(args.store, out, section, {"cluster": "local"},
+                                 threads=args.workers)  # fmt: skip
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+        sparse = {c: distances.read_distance_store(f"{out}/{c}") for c in classes}
+        row["pairs_solved"] = int(sum(np.isfinite(d).sum() - len(d) for d in sparse.values()) // 2)
+        row["fraction"] = round(row["pairs_solved"] / row["pairs_all"], 4)
+        if args.recall_rows:
+            # R heatmaps drawn from the whole store; each one's full row within its class
+            owner = np.repeat(classes, [sizes[c] for c in classes])
+            local = np.concatenate([np.arange(sizes[c]) for c in classes])
+            pick = np.random.default_rng(args.seed).choice(len(owner), args.recall_rows,
+                                                           replace=False)  # fmt: skip
+            recall: dict[int, np.ndarray] = {}
+            k = int(knn["n_neighbors"])
+            t0 = time.perf_counter()
+            with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
+                for c in classes:
+                    rows = np.sort(local[pick[owner[pick] == c]])
+                    if len(rows):
+                        exact = _exact_class_rows(groups[c], sizes[c], rows, params, client)
+                        recall[c] = distances.knn_row_recall(exact, sparse[c], k, rows)
+            per_row = np.concatenate([np.asarray(v) for v in recall.values()])
+            row["seconds_exact_rows"] = round(time.perf_counter() - t0, 1)
+            row["recall_rows"] = len(per_row)
+            row["recall"] = round(float(per_row.mean()), 4)
+            row["recall_se"] = round(float(per_row.std(ddof=1) / np.sqrt(len(per_row))), 4)
+            row["recall_min_class"] = round(min(float(np.mean(v)) for v in recall.values()), 4)
+        target = zarr.open_group(str(args.store), mode="r").attrs.get("target_class")
+        spray, decision = cfg["clustering"]["spray"], cfg["clustering"]["decision"]
+        t0 = time.perf_counter()
+        ranks = scan_classes(args.store, Path(tmp) / "scan.csv", None, spray, decision,
+                             target=target, gw=out)  # fmt: skip
+        row["seconds_scan"] = round(time.perf_counter() - t0, 1)
+        import csv
+
+        with open(Path(tmp) / "scan.csv") as f:
+            table = list(csv.DictReader(f))
+    row["target_class"] = target
+    for name in ranks:
+        row[f"target_rank_{name}"] = ranks[name]
+        first = [r for r in table if r["distance"] == name and r["rank"] == "1"]
+        row[f"first_{name}"] = [int(r["class"]) for r in first]
+    return row
+
+
+def _exact_class_rows(group: str, n: int, rows: np.ndarray, params: Any, client: Any) -> np.ndarray:
+    """Rows ``rows`` of the full GW matrix of the ``n`` heatmaps of ``group``, shape (R, n)."""
+    todo = {(min(i, j), max(i, j)) for i in rows for j in range(n) if j != i}
+    pairs = np.array(sorted(todo), dtype=np.int64)
+    done, values = distances.gw_pair_values(group, pairs, params, client, what="exact rows")
+    exact = np.full((n, n), np.nan)
+    exact[done[:, 0], done[:, 1]] = exact[done[:, 1], done[:, 0]] = values
+    exact[rows, rows] = 0.0
+    return exact[rows]
 
 
 def detect_rows(

@@ -82,6 +82,7 @@ def class_suspicion(
     distances: np.ndarray,
     params: Mapping[str, Any],
     decision: Mapping[str, Any],
+    euclidean: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """SpRAy of one class, the decision rule's flags and their separation.
 
@@ -89,7 +90,7 @@ def class_suspicion(
     ----------
     heatmaps : ndarray of shape (n, H, W)
     distances : ndarray of shape (n, n)
-        Euclidean distances of ``heatmaps``.
+        The distances SpRAy clusters: Euclidean, or GW (``+inf`` for pairs not solved).
     params : mapping
         The ``clustering.spray`` section: hyper-parameters of
         :class:`SpectralRelevanceAnalysis` (``seed`` is its random state) and
@@ -97,6 +98,10 @@ def class_suspicion(
         ``n_clusters`` is ignored: the eigengap chooses k.
     decision : mapping
         The ``clustering.decision`` section (:func:`~poisonscan.clustering.flag_clusters`).
+    euclidean : ndarray of shape (n, n), optional
+        Euclidean distances of ``heatmaps``, whose median scales the separation (default:
+        ``distances``, which must then be Euclidean), so that the separation of the flags
+        of any distance is measured in the same unit.
 
     Returns
     -------
@@ -127,7 +132,9 @@ def class_suspicion(
         "min_share": float(shares.min()),
         "silhouette": sil,
         "flagged_share": float(flagged.mean()),
-        "separation": flagged_separation(heatmaps, distances, flagged),
+        "separation": flagged_separation(
+            heatmaps, distances if euclidean is None else euclidean, flagged
+        ),
     }
 
 

@@ -16,7 +16,7 @@ The GW matrix of many heatmaps is computed tile by tile on a Dask cluster
 (:func:`gw_distance_matrix`); every tile is written to a zarr *distance store* as
 soon as it is finished, which makes the computation resumable. The sparse mode
 (:func:`gw_knn_matrix`) solves only the pairs needed for a kNN graph and marks the
-others ``+inf``.
+others ``+inf``; :func:`gw_knn_matrices` does so for many groups (every class) at once.
 
 Modules (private; the names below are the public API):
 ``_spaces`` heatmap -> support, measure, costs; ``_params`` :class:`GWParams`;
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
         BOUNDS,
         KNNParams,
         distance_quantiles,
+        gw_knn_matrices,
         gw_knn_matrix,
         gw_pair_values,
         knn_recall,
@@ -72,6 +73,7 @@ __all__ = [
     "euclidean_distances",
     "gromov_wasserstein",
     "gw_distance_matrix",
+    "gw_knn_matrices",
     "gw_knn_matrix",
     "gw_pair_values",
     "heatmap_support",
@@ -88,9 +90,9 @@ __all__ = [
 ]
 
 _LAZY = {
-    **dict.fromkeys(("BOUNDS", "KNNParams", "distance_quantiles", "gw_knn_matrix",
-                     "gw_pair_values", "knn_recall", "knn_row_recall", "second_lower_bound"),
-                    "_knn"),
+    **dict.fromkeys(("BOUNDS", "KNNParams", "distance_quantiles", "gw_knn_matrices",
+                     "gw_knn_matrix", "gw_pair_values", "knn_recall", "knn_row_recall",
+                     "second_lower_bound"), "_knn"),
     **dict.fromkeys(("GW_SOLVERS", "gromov_wasserstein", "pot_pair", "prepare_spaces",
                      "solve_pairs"), "_solvers"),
     **dict.fromkeys(("compute_tile", "gw_distance_matrix"), "_tiles"),

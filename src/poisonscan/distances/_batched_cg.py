@@ -74,8 +74,9 @@ class BatchedCGOptions:
     tol : float
         A pair stops once a step changes its GW loss by at most ``tol`` times the loss.
     inner_iter : int
-        Sinkhorn iterations per LMO after the first (a fixed budget: the value of a pair
-        does not depend on the other pairs of its batch).
+        Sinkhorn iterations per LMO after the first (a fixed budget, so that a pair's
+        iterations do not depend on the other pairs of its batch; its padding must not
+        either, see ``_solve_batched_cg``).
     first_iter : int
         Sinkhorn iterations of the first LMO, whose potentials start cold.
     omega : float
@@ -96,8 +97,11 @@ class BatchedCGOptions:
     epsilon: float = 0.003
     max_iter: int = 8
     tol: float = 1e-4
-    inner_iter: int = 30
-    first_iter: int = 30
+    # Budgets measured on 1024 pairs of real GTSRB class-5 heatmaps (8x8 grid, 99 % of the
+    # mass) against POT exact, one thread: (first, inner) = (30, 30) 1426 pairs/s,
+    # Spearman 0.983; (10, 20) 1815-2020 pairs/s, 0.988; (5, 20) 0.975; (3, 20) 0.77.
+    inner_iter: int = 20
+    first_iter: int = 10
     omega: float = 1.5
     check_every: int = 5
     line_search: bool = False

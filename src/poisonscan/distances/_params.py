@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,7 +64,8 @@ class GWParams:
         float64).
     device : str
         ``batched`` and ``batched_cg`` only: torch device, ``"cpu"`` or ``"cuda"``
-        (``"cuda:1"``, ...).
+        (``"cuda:1"``, ...), or ``"auto"``: CUDA where the process solving the pairs (a Dask
+        worker) has a GPU, else the CPU (:meth:`torch_device`).
     batch_mb : float
         ``batched`` and ``batched_cg`` only: size in MB of one (pairs, N, M) tensor of a
         batch; a tile is split into batches of at most this size (about 4 such tensors are
@@ -95,7 +97,7 @@ class GWParams:
     rtol: float = 1e-4
     inner_tol: float = 1e-6
     dtype: str = "float32"
-    device: str = "cpu"
+    device: str = "auto"
     batch_mb: float = 8.0
 
     def __post_init__(self) -> None:
@@ -124,8 +126,10 @@ class GWParams:
             raise ValueError(f"rtol must be >= 0, got {self.rtol!r}")
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {_DTYPES}, got {self.dtype!r}")
-        if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:k]', got {self.device!r}")
+        if not isinstance(self.device, str) or not re.fullmatch(
+            r"auto|cpu|cuda(:\d+)?", self.device
+        ):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:k]', got {self.device!r}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None) -> GWParams:
@@ -147,6 +151,15 @@ class GWParams:
             if key in config:
                 config[key] = float(config[key])
         return cls(**config)
+
+    def torch_device(self) -> str:
+        """The torch device of the batched solvers: ``device``, with ``"auto"`` resolved to
+        ``"cuda"`` when this process sees a GPU, else ``"cpu"``."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the parameters as a JSON-serialisable dict."""

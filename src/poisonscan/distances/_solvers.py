@@ -210,7 +210,7 @@ def _solve_batched(
     labels = labels if labels is not None else pairs
     options = BatchedGWOptions(
         epsilon=params.epsilon, max_iter=params.max_iter, tol=params.tol, rtol=params.rtol,
-        inner_tol=params.inner_tol, dtype=params.dtype, device=params.device,
+        inner_tol=params.inner_tol, dtype=params.dtype, device=params.torch_device(),
     )  # fmt: skip
     itemsize = 4 if params.dtype == "float32" else 8
     sizes = [(a[i].weights.size, b[j].weights.size) for i, j in pairs]
@@ -238,7 +238,9 @@ def _solve_batched_cg(
     labels: Sequence[tuple[int, int]] | None = None,
 ) -> np.ndarray:
     labels = labels if labels is not None else pairs
-    options = BatchedCGOptions(epsilon=params.epsilon, dtype=params.dtype, device=params.device)
+    options = BatchedCGOptions(
+        epsilon=params.epsilon, dtype=params.dtype, device=params.torch_device()
+    )
     itemsize = 4 if params.dtype == "float32" else 8
     values = np.empty(len(pairs))
     # Its budget of Sinkhorn iterations makes the result depend a little on the order of
@@ -246,10 +248,22 @@ def _solve_batched_cg(
     swap = [_order_key(a[i]) > _order_key(b[j]) for i, j in pairs]
     firsts = [b[j] if s else a[i] for (i, j), s in zip(pairs, swap, strict=True)]
     seconds = [a[i] if s else b[j] for (i, j), s in zip(pairs, swap, strict=True)]
-    sizes = [(x.weights.size, y.weights.size) for x, y in zip(firsts, seconds, strict=True)]
-    for batch in batches_by_size(sizes, params.batch_mb * 1e6 / itemsize):
-        n = max(sizes[k][0] for k in batch)
-        m = max(sizes[k][1] for k in batch)
+    # Each pair is padded to a shape that depends on its own supports only, and batched with
+    # pairs of that shape: padded to its batch's largest support, float32 rounding made some
+    # pairs take another path to another local minimum (relative differences up to 0.31 on
+    # 599 real GTSRB pairs solved in other batches; 4e-6 with a fixed shape).
+    sizes = [(_padded(x.weights.size), _padded(y.weights.size))
+             for x, y in zip(firsts, seconds, strict=True)]  # fmt: skip
+    shapes: dict[tuple[int, int], list[int]] = {}
+    for k, shape in enumerate(sizes):
+        shapes.setdefault(shape, []).append(k)
+    batches = [
+        [members[i] for i in batch]
+        for shape, members in shapes.items()
+        for batch in batches_by_size([shape] * len(members), params.batch_mb * 1e6 / itemsize)
+    ]
+    for batch in batches:
+        n, m = sizes[batch[0]]
         c1, p1, s1 = _pack_costs([firsts[k] for k in batch], n)
         c2, p2, s2 = _pack_costs([seconds[k] for k in batch], m)
         try:
@@ -258,6 +272,11 @@ def _solve_batched_cg(
             which = [tuple(labels[k]) for k in batch]
             raise FloatingPointError(f"{err} (batch of pairs {which[:8]}...)") from err
     return np.maximum(values, 0.0)
+
+
+def _padded(size: int, step: int = 8) -> int:
+    """A support of ``size`` points padded to the next multiple of ``step``."""
+    return -(-size // step) * step
 
 
 def _order_key(cloud: CostCloud) -> tuple[int, bytes]:

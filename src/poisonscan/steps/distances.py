@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -12,11 +13,18 @@ from typing import Any
 import zarr
 
 from poisonscan import distances
-from poisonscan.explain.store import array_sha256, check_model, heatmap_group, read_group_array
+from poisonscan.explain.store import (
+    array_sha256,
+    check_model,
+    class_group_path,
+    heatmap_group,
+    read_group_array,
+    store_classes,
+)
 from poisonscan.parameters import merge_performance
-from poisonscan.storage import StoreError, atomic_path, store_root
+from poisonscan.storage import StoreError, atomic_path, store_root, write_json
 
-__all__ = ["GW_MODES", "distances_euclidean", "distances_gw"]
+__all__ = ["GW_MODES", "distances_euclidean", "distances_gw", "distances_gw_classes"]
 
 log = logging.getLogger(__name__)
 
@@ -144,3 +152,68 @@ def distances_gw(
     if Path(out).exists():
         shutil.rmtree(out)
     os.replace(work, out)
+
+
+def distances_gw_classes(
+    explanations: PathLike,
+    out: PathLike,
+    params: Mapping[str, Any],
+    cluster: Mapping[str, Any],
+    threads: int = 1,
+    performance_report: PathLike | None = None,
+    *,
+    performance: Mapping[str, Any] | None = None,
+    sidecar: PathLike | None = None,
+) -> None:
+    """GW kNN matrices of every class of an explanation store, in one Dask computation.
+
+    ``params`` is the ``distances.gw`` section (its ``mode`` is ignored: every class is
+    searched in kNN mode, :func:`~poisonscan.distances.gw_knn_matrices`); ``performance``
+    and ``sidecar`` as in :func:`distances_gw`. ``out`` gets one distance store per class
+    (``out/<class>``, ``+inf`` for the pairs not solved) with the heatmaps' sha256 each.
+
+    Resumable: every finished task's pairs are kept in ``out + ".partial"`` (not a
+    declared output, so Snakemake keeps it when the job fails); a rerun with the same
+    heatmaps and parameters takes them instead of solving them again, otherwise the
+    folder is discarded. It is removed once ``out`` is written.
+    """
+    from distributed import performance_report as dask_report
+
+    from poisonscan.parallel import dask_client
+
+    params = merge_performance(params, "distances.gw", performance)
+    _, _, knn, gw = _split_gw_config(params)
+    if sidecar is not None:
+        check_model(explanations, sidecar)
+    groups = {cls: class_group_path(explanations, cls) for cls in store_classes(explanations)}
+    provenance = {
+        str(cls): array_sha256(read_group_array(g, "heatmaps")) for cls, g in groups.items()
+    }
+    # pairs_per_task cuts the tasks, so finished tasks are reusable only with the same value
+    wanted = {"params": gw.to_dict(), "knn": knn, "heatmaps_sha256": provenance}
+    work = Path(f"{out}.partial")
+    meta = work / "meta.json"
+    if work.exists() and (not meta.exists() or json.loads(meta.read_text()) != wanted):
+        log.warning("discarding %s: made with other parameters or heatmaps", work)
+        shutil.rmtree(work)
+    elif work.exists():
+        log.info("resuming from %s", work)
+    work.mkdir(parents=True, exist_ok=True)
+    write_json(meta, wanted)
+    report = str(performance_report) if performance_report else os.devnull
+    knn_params = distances.KNNParams.from_config(knn)
+    with dask_client(cluster, n_workers=threads) as client:
+        log.info("dask cluster: %s", client)
+        with dask_report(filename=report):
+            found = distances.gw_knn_matrices(groups, gw, knn_params, client, log, resume=work)
+    model = zarr.open_group(str(store_root(explanations)), mode="r").attrs.get("model_sha256", "")
+    with atomic_path(out) as tmp:
+        root = zarr.open_group(str(tmp), mode="w")
+        root.attrs.update({"method": "gromov_wasserstein_knn", "params": gw.to_dict(),
+                           "knn": knn, "model_sha256": model})  # fmt: skip
+        for cls, (d, info) in found.items():
+            attrs = {"method": "gromov_wasserstein_knn", "params": gw.to_dict(), "knn": knn,
+                     "info": info, "heatmaps_sha256": provenance[str(cls)],
+                     "model_sha256": model}  # fmt: skip
+            distances.write_distance_store(str(tmp / str(cls)), d, attrs)
+    shutil.rmtree(work, ignore_errors=True)

@@ -10,7 +10,13 @@ from typing import Any
 import numpy as np
 
 from poisonscan import clustering, distances
-from poisonscan.explain.store import check_model, class_group_path, read_group_array, store_classes
+from poisonscan.explain.store import (
+    check_heatmaps,
+    check_model,
+    class_group_path,
+    read_group_array,
+    store_classes,
+)
 from poisonscan.storage import atomic_path, write_csv
 
 __all__ = ["SCAN_COLUMNS", "plot_scan", "scan_classes"]
@@ -20,7 +26,7 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 SCAN_COLUMNS: tuple[str, ...] = (
-    "class", "is_target", "rank", "separation", "flagged_share", "n", "n_poison", "k",
+    "distance", "class", "is_target", "rank", "separation", "flagged_share", "n", "n_poison", "k",
     "n_groups", "eigengap", "min_share", "silhouette",
 )  # fmt: skip
 
@@ -33,19 +39,21 @@ def scan_classes(
     decision: Mapping[str, Any],
     target: int | None = None,
     sidecar: PathLike | None = None,
-) -> int | None:
-    """SpRAy on the Euclidean heatmap distances of every class; rank the classes.
+    gw: PathLike | None = None,
+) -> dict[str, int | None]:
+    """SpRAy on the heatmap distances of every class; rank the classes per distance.
 
     The rank follows the separation of the flagged samples' mean heatmap from
-    the rest's (:func:`poisonscan.clustering.class_suspicion`).
+    the rest's (:func:`poisonscan.clustering.class_suspicion`), scaled by the class's
+    median Euclidean heatmap distance for every distance.
 
     Parameters
     ----------
     explanations : path
         The explanation store (``explain.zarr``, one group per class).
     out_csv : path
-        One row per class (:data:`SCAN_COLUMNS`), sorted by ``rank``
-        (1 = most suspicious); ``is_target`` marks the scenario's target class.
+        One row per distance and class (:data:`SCAN_COLUMNS`), sorted by ``distance`` and
+        ``rank`` (1 = most suspicious); ``is_target`` marks the scenario's target class.
     out_png : path or None
         Bar plot of the criteria per class (:func:`plot_scan`).
     spray, decision : mapping
@@ -55,58 +63,82 @@ def scan_classes(
         The attacked class, to report its rank.
     sidecar : path, optional
         The checkpoint's sidecar, checked against the store's ``model_sha256``.
+    gw : path, optional
+        The GW kNN matrices of every class (``distances/gw_classes.zarr``, rule
+        ``distances_gw_classes``): the classes are then also ranked by SpRAy on GW.
 
     Returns
     -------
-    int or None
-        Rank of ``target`` (None without a target or if it has no group).
+    dict
+        Per distance (``"l2"``, and ``"gw"`` with ``gw``) the rank of ``target`` (None
+        without a target or if it has no group).
     """
     if sidecar is not None:
         check_model(explanations, sidecar)
-    rows = []
+    rows: dict[str, list[dict[str, Any]]] = {"l2": []} | ({"gw": []} if gw is not None else {})
     for cls in store_classes(explanations):
         group = class_group_path(explanations, cls)
         heatmaps = read_group_array(group, "heatmaps")
-        row: dict[str, Any] = {
+        base: dict[str, Any] = {
             "class": cls,
             "n_poison": int(read_group_array(group, "poison").sum()),
+            "is_target": target is not None and cls == int(target),
         }
         d = distances.euclidean_distances(heatmaps) if len(heatmaps) else np.zeros((0, 0))
-        row.update(clustering.class_suspicion(heatmaps, d, spray, decision))
-        row["is_target"] = target is not None and cls == int(target)
-        rows.append(row)
-        log.info("class %d: n=%d k=%d flagged=%.3f separation=%.3f", cls, row["n"], row["k"],
-                 row["flagged_share"], row["separation"])  # fmt: skip
-    ranked = sorted(clustering.rank_classes(rows), key=lambda r: r["rank"])
+        found = {"l2": clustering.class_suspicion(heatmaps, d, spray, decision)}
+        if gw is not None:
+            gw_class = f"{gw}/{cls}"
+            check_heatmaps(gw_class, group)
+            d_gw = distances.read_distance_store(gw_class)
+            found["gw"] = clustering.class_suspicion(heatmaps, d_gw, spray, decision, euclidean=d)
+        for name, row in found.items():
+            rows[name].append({"distance": name, **base, **row})
+            log.info("%s, class %d: n=%d k=%d flagged=%.3f separation=%.3f", name, cls,
+                     row["n"], row["k"], row["flagged_share"], row["separation"])  # fmt: skip
+    ranked: list[dict[str, Any]] = []
+    target_rank: dict[str, int | None] = {}
+    for name, per_class in rows.items():
+        ranks = sorted(clustering.rank_classes(per_class), key=lambda r: r["rank"])
+        target_rank[name] = next((r["rank"] for r in ranks if r["is_target"]), None)
+        log.info("%s: target class %s ranks %s of %d", name, target, target_rank[name],
+                 len(ranks))  # fmt: skip
+        ranked += ranks
     write_csv(out_csv, ranked, SCAN_COLUMNS)
-    target_rank = next((r["rank"] for r in ranked if r["is_target"]), None)
-    log.info("target class %s ranks %s of %d", target, target_rank, len(ranked))
     if out_png is not None:
         plot_scan(ranked, out_png, target_rank)
     return target_rank
 
 
-def plot_scan(rows: list[dict[str, Any]], out: PathLike, target_rank: int | None = None) -> None:
-    """Bar plot of the scan criteria per class (separation first); the target class in red."""
+def plot_scan(
+    rows: list[dict[str, Any]], out: PathLike, target_rank: Mapping[str, int | None] | None = None
+) -> None:
+    """Bar plots of the scan criteria per class (separation first), one column per distance;
+    the target class in red."""
     from matplotlib.figure import Figure
 
-    rows = sorted(rows, key=lambda r: r["class"])
-    classes = [str(r["class"]) for r in rows]
-    colours = ["tab:red" if r["is_target"] else "tab:blue" for r in rows]
+    names = list(dict.fromkeys(r["distance"] for r in rows))
+    target_rank = target_rank or {}
     panels = (("separation", "separation of the flagged mean heatmap (ranks the classes)"),
               ("flagged_share", "share of the class flagged"),
               ("eigengap", "eigengap at the chosen k"),
               ("silhouette", "silhouette of the SpRAy clusters"))  # fmt: skip
-    fig = Figure(figsize=(max(6.0, 0.3 * len(rows)), 9))
-    axes = fig.subplots(len(panels), 1, sharex=True)
-    for ax, (key, label) in zip(axes, panels, strict=True):
-        ax.bar(classes, [float(r[key]) for r in rows], color=colours)
-        ax.set_ylabel(key)
-        ax.set_title(label, fontsize=9)
-    axes[-1].set_xlabel("class")
+    n_classes = len({r["class"] for r in rows})
+    fig = Figure(figsize=(max(6.0, 0.3 * n_classes) * len(names), 9))
+    axes = fig.subplots(len(panels), len(names), sharex=True, squeeze=False)
+    for col, name in enumerate(names):
+        mine = sorted((r for r in rows if r["distance"] == name), key=lambda r: r["class"])
+        classes = [str(r["class"]) for r in mine]
+        colours = ["tab:red" if r["is_target"] else "tab:blue" for r in mine]
+        for ax, (key, label) in zip(axes[:, col], panels, strict=True):
+            ax.bar(range(len(mine)), [float(r[key]) for r in mine], color=colours)
+            ax.set_ylabel(key)
+            ax.set_title(f"{name}: {label}", fontsize=9)
+        axes[-1, col].set_xticks(range(len(mine)), classes, fontsize=7)
+        axes[-1, col].set_xlabel("class")
+    ranks = ", ".join(f"{n} rank {r} of {n_classes}" for n, r in target_rank.items() if r)
     title = "Whole-dataset scan: SpRAy per class"
-    if target_rank is not None:
-        title += f" (target class in red, rank {target_rank} of {len(rows)})"
+    if ranks:
+        title += f" (target class in red: {ranks})"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(out) as tmp:
