@@ -12,5 +12,5 @@ with rule_log(snakemake.log[0], snakemake.input):
         snakemake.params.decision,
         target=snakemake.params.target,
         sidecar=snakemake.input.sidecar,
-        gw=snakemake.input.get("gw"),
+        gw=snakemake.input.get("gw") or None,  # the branch leaves "" or nothing when off
     )
