@@ -513,6 +513,20 @@ def dask_row(hm: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _exact_class_rows(
+    group: str, n: int, rows: np.ndarray, params: Any, client: Any
+) -> tuple[np.ndarray, int]:
+    """Rows ``rows`` of the full GW matrix of the ``n`` heatmaps of ``group``, shape (R, n),
+    and the number of pairs solved for them."""
+    todo = {(min(i, j), max(i, j)) for i in rows for j in range(n) if j != i}
+    pairs = np.array(sorted(todo), dtype=np.int64)
+    done, values = distances.gw_pair_values(group, pairs, params, client, what="exact-row tasks")
+    exact = np.full((n, n), np.nan)
+    exact[done[:, 0], done[:, 1]] = exact[done[:, 1], done[:, 0]] = values
+    exact[rows, rows] = 0.0
+    return exact[rows], len(pairs)
+
+
 def _exact_rows(
     src: str, n: int, params: Any, args: argparse.Namespace
 ) -> tuple[np.ndarray, np.ndarray, float, int]:
@@ -524,17 +538,12 @@ def _exact_rows(
     from poisonscan.parallel import dask_client
 
     rows = np.sort(np.random.default_rng(args.seed).choice(n, args.recall_rows, replace=False))
-    pairs = {(min(i, j), max(i, j)) for i in rows for j in range(n) if j != i}
-    todo = np.array(sorted(pairs), dtype=np.int64)
     with dask_client({"cluster": "local"}, n_workers=args.workers) as client:
         client.run(lambda: None)
         t0 = time.perf_counter()
-        done, values = distances.gw_pair_values(src, todo, params, client, what="exact-row tasks")
+        exact, n_pairs = _exact_class_rows(src, n, rows, params, client)
         secs = time.perf_counter() - t0
-    d = np.full((n, n), np.nan)
-    d[done[:, 0], done[:, 1]] = d[done[:, 1], done[:, 0]] = values
-    d[rows, rows] = 0.0
-    return rows, d[rows], secs, len(todo)
+    return rows, exact, secs, n_pairs
 
 
 def knn_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -642,7 +651,7 @@ def scan_row(args: argparse.Namespace) -> dict[str, Any]:
                 for c in classes:
                     rows = np.sort(local[pick[owner[pick] == c]])
                     if len(rows):
-                        exact = _exact_class_rows(groups[c], sizes[c], rows, params, client)
+                        exact, _ = _exact_class_rows(groups[c], sizes[c], rows, params, client)
                         recall[c] = distances.knn_row_recall(exact, sparse[c], k, rows)
             per_row = np.concatenate([np.asarray(v) for v in recall.values()])
             row["seconds_exact_rows"] = round(time.perf_counter() - t0, 1)
@@ -666,17 +675,6 @@ def scan_row(args: argparse.Namespace) -> dict[str, Any]:
         first = [r for r in table if r["distance"] == name and r["rank"] == "1"]
         row[f"first_{name}"] = [int(r["class"]) for r in first]
     return row
-
-
-def _exact_class_rows(group: str, n: int, rows: np.ndarray, params: Any, client: Any) -> np.ndarray:
-    """Rows ``rows`` of the full GW matrix of the ``n`` heatmaps of ``group``, shape (R, n)."""
-    todo = {(min(i, j), max(i, j)) for i in rows for j in range(n) if j != i}
-    pairs = np.array(sorted(todo), dtype=np.int64)
-    done, values = distances.gw_pair_values(group, pairs, params, client, what="exact rows")
-    exact = np.full((n, n), np.nan)
-    exact[done[:, 0], done[:, 1]] = exact[done[:, 1], done[:, 0]] = values
-    exact[rows, rows] = 0.0
-    return exact[rows]
 
 
 def detect_rows(

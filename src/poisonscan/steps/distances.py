@@ -18,6 +18,7 @@ from poisonscan.explain.store import (
     check_model,
     class_group_path,
     heatmap_group,
+    heatmaps_sha256,
     read_group_array,
     store_classes,
 )
@@ -186,9 +187,7 @@ def distances_gw_classes(
     if sidecar is not None:
         check_model(explanations, sidecar)
     groups = {cls: class_group_path(explanations, cls) for cls in store_classes(explanations)}
-    provenance = {
-        str(cls): array_sha256(read_group_array(g, "heatmaps")) for cls, g in groups.items()
-    }
+    provenance = {str(cls): heatmaps_sha256(g) for cls, g in groups.items()}
     # pairs_per_task cuts the tasks, so finished tasks are reusable only with the same value
     wanted = {"params": gw.to_dict(), "knn": knn, "heatmaps_sha256": provenance}
     work = Path(f"{out}.partial")
