@@ -66,11 +66,16 @@ def test_detect_and_dask_modes_on_a_store(
     group.create_array("heatmaps", data=hm)
     group.create_array("poison", data=poison)
     rows = run(capsys, "--mode", "detect", "--store", str(tmp_path / "explain.zarr"), "--n",
-               "16", "--k", "3", "--configs", "pot_exact:pool4+mass0.99:0,batched:pool4:0.02,"
-               "batched_cg:pool4+mass0.99:0.005", "--tile", "8")  # fmt: skip
-    assert [r["solver"] for r in rows] == ["pot_exact", "batched", "batched_cg"]
+               "16", "--spray-k", "3,4", "--configs", "pot_exact:pool4+mass0.99:0,"
+               "batched:pool4:0.02,batched_cg:pool4+mass0.99:0.005", "--tile", "8")  # fmt: skip
+    assert [(r["solver"], r["k"]) for r in rows] == [
+        (s, k) for s in ("pot_exact", "batched", "batched_cg") for k in (3, 4)
+    ]
     for row in rows:
         assert row["n"] == 16 and row["n_poison"] == 4 and 0 <= row["tpr"] <= 1
+        assert row["tp"] == round(row["tpr"] * 4)
+        assert 0 <= row["labels_as_first"] <= 1 and 0 <= row["knn_edges_of_first"] <= 1
+    assert rows[0]["labels_as_first"] == rows[0]["knn_edges_of_first"] == 1.0
     rows = run(capsys, "--mode", "dask", "--synthetic", "--n", "10", "--support", "pool4",
                "--epsilon", "0.05", "--tile", "4")  # fmt: skip
     assert rows[0]["pairs"] == 45 and rows[0]["seconds"] > 0
@@ -174,6 +179,8 @@ def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
     assert row["target_class"] == 5
     assert row["target_rank_l2"] == 1 and row["first_l2"] == [5]
     assert row["target_rank_gw"] == 1 and row["first_gw"] == [5]
+    (first, sep1), (_, sep2) = row["top_gw"]
+    assert first == 5 and sep1 >= sep2
     # the same figures from kNN graphs made beforehand (the workflow's store)
     from poisonscan.steps.distances import distances_gw_classes
 
@@ -185,5 +192,5 @@ def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
                    str(tmp_path / "gw.zarr"), "--recall-rows", "12", "--workers", "1",
                    "--config", str(REPO / "config" / "config.yaml"))  # fmt: skip
     assert "seconds" not in again and again["support"] == "pool8+mass0.99"
-    for key in ("pairs_solved", "recall", "target_rank_l2", "target_rank_gw", "first_gw"):
+    for key in ("pairs_solved", "recall", "target_rank_l2", "target_rank_gw", "first_gw", "top_gw"):
         assert again[key] == row[key], key

@@ -43,7 +43,8 @@ Modes (``--mode``), one JSON line per configuration:
 ``detect``
     Detection quality of SpRAy (kNN affinity, 2 clusters, smaller cluster flagged) on the
     GW matrix of ``--n`` heatmaps with ground truth, per ``--configs`` entry
-    ``solver:support:epsilon``.
+    ``solver:support:epsilon`` and ``--spray-k`` entry, beside the first entry's labels
+    and k-NN edges.
 
 Supports: ``full`` (every pixel), ``poolK`` (sum-pooled to a K x K grid: ``pool16`` is
 a 32x32 heatmap sum-pooled by 2), ``massX`` (the most relevant pixels holding the share X
@@ -103,12 +104,18 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-ott", action="store_true", help="skip ott-jax")
     p.add_argument("--workers", type=int, default=2, help="dask/knn/detect: Dask workers")
     p.add_argument("--tile", type=int, default=64)
-    p.add_argument("--k", type=int, default=10, help="knn/detect: neighbours")
-    p.add_argument("--candidates", type=int, default=20)
-    p.add_argument("--refine", type=int, default=10)
-    p.add_argument("--rounds", default="5",
-                   help="knn: max rounds, comma-separated (one full matrix for all)")  # fmt: skip
-    p.add_argument("--bound", default="slb", choices=list(distances.BOUNDS))
+    p.add_argument("--k", type=int, default=10, help="knn/scan: neighbours")
+    p.add_argument(
+        "--spray-k",
+        default="10",
+        help="detect: SpRAy's neighbours, comma-separated (each on every matrix)",
+    )
+    search = distances.KNNParams()  # the search's defaults
+    p.add_argument("--candidates", type=int, default=search.candidates)
+    p.add_argument("--refine", type=int, default=search.refine)
+    p.add_argument("--rounds", default=str(search.max_rounds),
+                   help="knn/scan: max rounds (knn: comma-separated, one full matrix)")  # fmt: skip
+    p.add_argument("--bound", default=search.bound, choices=list(distances.BOUNDS))
     p.add_argument("--recall-rows", type=int, default=0,
                    help="knn: estimate recall from this many random full rows instead of "
                         "the full matrix (0: full matrix)")  # fmt: skip
@@ -674,18 +681,26 @@ def scan_row(args: argparse.Namespace) -> dict[str, Any]:
         row[f"target_rank_{name}"] = ranks[name]
         first = [r for r in table if r["distance"] == name and r["rank"] == "1"]
         row[f"first_{name}"] = [int(r["class"]) for r in first]
+        # the two highest separations (a clean control shows how high they go unattacked)
+        top = sorted((r for r in table if r["distance"] == name), key=lambda r: int(r["rank"]))
+        row[f"top_{name}"] = [[int(r["class"]), round(float(r["separation"]), 3)] for r in top[:2]]
     return row
 
 
 def detect_rows(
     hm: np.ndarray, poison: np.ndarray | None, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    """The ``detect`` mode: SpRAy detection quality per GW configuration."""
+    """The ``detect`` mode: SpRAy detection quality per GW configuration and SpRAy k.
+
+    Each row also compares with the first configuration (the reference, e.g. POT exact):
+    the share of images labelled alike and of its k-NN edges found again.
+    """
     from poisonscan import clustering, evaluate
 
     if poison is None:
         raise ValueError("--mode detect needs ground truth: a store with 'poison', or --synthetic")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    first_d, first_labels = None, {}  # the first configuration's matrix and labels per k
     for spec in args.configs.split(","):
         solver, support, eps_text = spec.split(":")
         pool, mass = parse_support(support, hm.shape[1])
@@ -695,14 +710,20 @@ def detect_rows(
                                     epsilon=float(eps_text), **extra)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
             d, secs = _dask_matrix(_write_group(tmp, hm), params, args, tmp)
-        est = clustering.SpectralRelevanceAnalysis(n_neighbors=args.k, n_clusters=2).fit(d)
-        flagged = clustering.smaller_cluster(est.labels_)
-        m = evaluate.detection_metrics(flagged, poison)
-        rows.append({
-            "mode": "detect", "n": len(hm), "n_poison": int(poison.sum()), "solver": solver,
-            "support": support, "metric": args.metric, "epsilon": float(eps_text),
-            "seconds": round(secs, 1), "tpr": round(float(m["tpr"]), 3),
-            "tnr": round(float(m["tnr"]), 3), "f1": round(float(m["f1"]), 3),
-            "projected_s_n2000": round(N_REF * (N_REF - 1) / len(hm) / (len(hm) - 1) * secs),
-        })  # fmt: skip
+        first_d = d if first_d is None else first_d
+        for k in [int(k) for k in args.spray_k.split(",")]:
+            est = clustering.SpectralRelevanceAnalysis(n_neighbors=k, n_clusters=2).fit(d)
+            flagged = clustering.smaller_cluster(est.labels_)
+            reference = first_labels.setdefault(k, flagged)
+            m = evaluate.detection_metrics(flagged, poison)
+            rows.append({
+                "mode": "detect", "n": len(hm), "n_poison": int(poison.sum()), "solver": solver,
+                "support": support, "metric": args.metric, "epsilon": float(eps_text), "k": k,
+                "seconds": round(secs, 1), "tp": int((flagged & poison).sum()),
+                "fp": int((flagged & ~poison).sum()), "tpr": round(float(m["tpr"]), 3),
+                "tnr": round(float(m["tnr"]), 3), "f1": round(float(m["f1"]), 3),
+                "labels_as_first": round(float((flagged == reference).mean()), 3),
+                "knn_edges_of_first": round(distances.knn_recall(first_d, d, k), 3),
+                "projected_s_n2000": round(N_REF * (N_REF - 1) / len(hm) / (len(hm) - 1) * secs),
+            })  # fmt: skip
     return rows

@@ -8,9 +8,11 @@ two such spaces without aligning them, so it is invariant to translations,
 rotations and mirror images of the relevance pattern and sensitive to its *shape*.
 
 Solvers (``GWParams.solver``, registry :data:`GW_SOLVERS`): POT's exact
-conditional gradient, POT's entropic GW, and our batched torch solver of the same
+conditional gradient, POT's entropic GW, our batched torch solver of the same
 entropic problem (:func:`batched_entropic_gw`: many pairs per call, low-rank
-squared-Euclidean costs, log-stabilised warm-started Sinkhorn, CPU or CUDA).
+squared-Euclidean costs, log-stabilised warm-started Sinkhorn, CPU or CUDA), and
+``batched_cg``, POT's exact conditional gradient batched in torch (an exact first
+step, entropic linear steps, the best feasible plan's loss; ``_batched_cg``).
 
 The GW matrix of many heatmaps is computed tile by tile on a Dask cluster
 (:func:`gw_distance_matrix`); every tile is written to a zarr *distance store* as
@@ -20,8 +22,8 @@ others ``+inf``; :func:`gw_knn_matrices` does so for many groups (every class) a
 
 Modules (private; the names below are the public API):
 ``_spaces`` heatmap -> support, measure, costs; ``_params`` :class:`GWParams`;
-``_batched_gw`` the torch kernel; ``_solvers`` solver registry; ``_store`` the
-distance store; ``_tiles`` the tiled Dask computation; ``_knn`` the sparse mode;
+``_batched_gw`` and ``_batched_cg`` the torch kernels; ``_solvers`` solver registry;
+``_store`` the distance store; ``_tiles`` the tiled Dask computation; ``_knn`` the sparse mode;
 ``_euclidean`` the Euclidean baseline. The modules that import POT (which imports
 torch) load on first use, so reading a distance store or computing Euclidean
 distances loads neither.
