@@ -422,6 +422,20 @@ def test_batched_cg_value_is_its_best_plan_so_more_steps_never_raise_it() -> Non
     assert (change < -1e-3).sum(1).min() >= 1  # each further step still improves some pair
 
 
+def test_max_along_is_amax_and_never_its_input() -> None:
+    import torch
+
+    from poisonscan.distances._batched_cg import _max_along
+
+    x = torch.randn(3, 9, 7)
+    for size in range(1, 10):
+        for dim in (1, 2):
+            part = x.narrow(dim, 0, min(size, x.shape[dim]))
+            out = _max_along(part, dim)
+            assert torch.equal(out, part.amax(dim, keepdim=True))
+            assert out.data_ptr() != part.data_ptr() or out.shape != part.shape
+
+
 def test_rounded_plans_are_feasible() -> None:
     import torch
 

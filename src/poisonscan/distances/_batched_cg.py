@@ -401,6 +401,8 @@ def _max_along(x: Any, dim: int) -> Any:
     dimension runs a scalar loop: 1.7-5x slower on these plans, measured)."""
     import torch
 
+    if x.shape[dim] == 1:
+        return x.clone()  # never x itself: the callers shift x in place by the result
     while (size := x.shape[dim]) > 1:
         half = size // 2
         y = torch.maximum(x.narrow(dim, 0, half), x.narrow(dim, half, half))
