@@ -719,9 +719,9 @@ def detect_rows(
             rows.append({
                 "mode": "detect", "n": len(hm), "n_poison": int(poison.sum()), "solver": solver,
                 "support": support, "metric": args.metric, "epsilon": float(eps_text), "k": k,
-                "seconds": round(secs, 1), "tp": int((flagged & poison).sum()),
-                "fp": int((flagged & ~poison).sum()), "tpr": round(float(m["tpr"]), 3),
-                "tnr": round(float(m["tnr"]), 3), "f1": round(float(m["f1"]), 3),
+                "seconds": round(secs, 1), "tp": m["tp"], "fp": m["fp"],
+                "tpr": round(float(m["tpr"]), 3), "tnr": round(float(m["tnr"]), 3),
+                "f1": round(float(m["f1"]), 3),
                 "labels_as_first": round(float((flagged == reference).mean()), 3),
                 "knn_edges_of_first": round(distances.knn_recall(first_d, d, k), 3),
                 "projected_s_n2000": round(N_REF * (N_REF - 1) / len(hm) / (len(hm) - 1) * secs),
