@@ -679,11 +679,11 @@ def scan_row(args: argparse.Namespace) -> dict[str, Any]:
     row["target_class"] = target
     for name in ranks:
         row[f"target_rank_{name}"] = ranks[name]
-        first = [r for r in table if r["distance"] == name and r["rank"] == "1"]
-        row[f"first_{name}"] = [int(r["class"]) for r in first]
+        ranked = sorted((r for r in table if r["distance"] == name), key=lambda r: int(r["rank"]))
+        row[f"first_{name}"] = [int(r["class"]) for r in ranked if r["rank"] == "1"]
         # the two highest separations (a clean control shows how high they go unattacked)
-        top = sorted((r for r in table if r["distance"] == name), key=lambda r: int(r["rank"]))
-        row[f"top_{name}"] = [[int(r["class"]), round(float(r["separation"]), 3)] for r in top[:2]]
+        row[f"top_{name}"] = [[int(r["class"]), round(float(r["separation"]), 3)]
+                              for r in ranked[:2]]  # fmt: skip
     return row
 
 
