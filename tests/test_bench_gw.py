@@ -172,7 +172,8 @@ def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
     (row,) = run(capsys, "--mode", "scan", "--store", str(store), "--solver", "batched_cg",
                  "--epsilon", "0.003", "--support", "pool8+mass0.99", "--metric", "euclidean",
                  "--k", "3", "--candidates", "5", "--rounds", "2", "--recall-rows", "12",
-                 "--workers", "1", "--config", str(REPO / "config" / "config.yaml"))  # fmt: skip
+                 "--workers", "1", "--config", str(REPO / "config" / "config.yaml"),
+                 "--keep", str(tmp_path / "keep"))  # fmt: skip
     assert row["classes"] == 3 and row["n"] == 72 and row["pairs_all"] == 3 * 24 * 23 // 2
     assert 0 < row["pairs_solved"] <= row["pairs_all"] and row["seconds"] > 0
     assert row["recall_rows"] == 12 and 0 <= row["recall_min_class"] <= row["recall"] <= 1
@@ -194,3 +195,11 @@ def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
     assert "seconds" not in again and again["support"] == "pool8+mass0.99"
     for key in ("pairs_solved", "recall", "target_rank_l2", "target_rank_gw", "first_gw", "top_gw"):
         assert again[key] == row[key], key
+    # --keep: the per-class table and plot, and graphs that give the same scan again
+    table = (tmp_path / "keep" / "scan.csv").read_text().splitlines()
+    assert len(table) == 1 + 2 * 3 and (tmp_path / "keep" / "scan.png").stat().st_size > 0
+    (kept,) = run(capsys, "--mode", "scan", "--store", str(store), "--gw-store",
+                  str(tmp_path / "keep" / "gw_classes.zarr"), "--workers", "1",
+                  "--config", str(REPO / "config" / "config.yaml"))  # fmt: skip
+    for key in ("pairs_solved", "target_rank_gw", "first_gw", "top_gw"):
+        assert kept[key] == row[key], key

@@ -75,12 +75,9 @@ def assert_same_results(a: Path, b: Path) -> None:
 
 
 def test_killed_rules_rerun_and_the_result_is_bit_identical(
-    tmp_path_factory: pytest.TempPathFactory,
+    finished_run: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    reference = tmp_path_factory.mktemp("reference")
-    proc = run_snakemake(reference, "--configfile", str(write_config(reference, TINY)))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
+    """The reference is the session's uninterrupted run of the same config (conftest)."""
     work = tmp_path_factory.mktemp("interrupted")
     config = write_config(work, TINY)
     caught = []
@@ -95,7 +92,7 @@ def test_killed_rules_rerun_and_the_result_is_bit_identical(
     assert caught, "the run ended before any rule could be interrupted"
     proc = run_snakemake(work, "--configfile", str(config))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_results(reference, work)
+    assert_same_results(finished_run, work)
     plan = planned_rules(work, config)
     assert "Nothing to be done" in plan, plan[-3000:]
 

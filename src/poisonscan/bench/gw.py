@@ -39,7 +39,10 @@ Modes (``--mode``), one JSON line per configuration:
     ``--recall-rows`` random heatmaps of the whole store (their full rows within their
     class, same solver), overall and per class; then the whole-dataset scan (rule
     ``scan``, SpRAy settings of ``--config``) by Euclidean and by GW distances: the rank of
-    the store's target class by each and the classes ranked first.
+    the store's target class by each and the classes ranked first. ``--keep DIR`` keeps
+    the kNN graphs (``DIR/gw_classes.zarr``) and the per-class table of the scan
+    (``DIR/scan.csv``: each class's clusters, flagged share and separation by each distance;
+    ``DIR/scan.png``: its bar plot).
 ``detect``
     Detection quality of SpRAy (kNN affinity, 2 clusters, smaller cluster flagged) on the
     GW matrix of ``--n`` heatmaps with ground truth, per ``--configs`` entry
@@ -124,6 +127,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--gw-store", type=Path,
                    help="scan: the GW kNN graphs the workflow made (distances/gw_classes.zarr) "
                         "instead of computing them")  # fmt: skip
+    p.add_argument("--keep", type=Path,
+                   help="scan: write the GW kNN graphs (gw_classes.zarr, for --gw-store), "
+                        "the per-class table (scan.csv) and its plot to this folder")  # fmt: skip
     p.add_argument("--pairs-per-task", type=int, default=2048, help="knn/scan: GW pairs per task")
     p.add_argument("--config", type=Path, default=Path("config") / "config.yaml",
                    help="scan: config with its clustering.spray and decision")  # fmt: skip
@@ -635,7 +641,10 @@ def scan_row(args: argparse.Namespace) -> dict[str, Any]:
         "support": support, "epsilon": params.epsilon, "metric": params.metric,
         "workers": args.workers, **{k: v for k, v in knn.items() if k != "pairs_per_task"},
     }  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+    folder = contextlib.nullcontext(args.keep) if args.keep else tempfile.TemporaryDirectory()
+    with folder as tmp:
         out = str(args.gw_store or Path(tmp) / "gw_classes.zarr")
         if args.gw_store is None:
             t0 = time.perf_counter()
@@ -669,7 +678,8 @@ def scan_row(args: argparse.Namespace) -> dict[str, Any]:
         target = zarr.open_group(str(args.store), mode="r").attrs.get("target_class")
         spray, decision = cfg["clustering"]["spray"], cfg["clustering"]["decision"]
         t0 = time.perf_counter()
-        ranks = scan_classes(args.store, Path(tmp) / "scan.csv", None, spray, decision,
+        png = Path(tmp) / "scan.png" if args.keep else None
+        ranks = scan_classes(args.store, Path(tmp) / "scan.csv", png, spray, decision,
                              target=target, gw=out)  # fmt: skip
         row["seconds_scan"] = round(time.perf_counter() - t0, 1)
         import csv
