@@ -40,9 +40,9 @@ Modes (``--mode``), one JSON line per configuration:
     class, same solver), overall and per class; then the whole-dataset scan (rule
     ``scan``, SpRAy settings of ``--config``) by Euclidean and by GW distances: the rank of
     the store's target class by each and the classes ranked first. ``--keep DIR`` keeps
-    the kNN graphs (``DIR/gw_classes.zarr``) and the per-class table of the scan
-    (``DIR/scan.csv``: each class's clusters, flagged share and separation by each distance;
-    ``DIR/scan.png``: its bar plot).
+    the kNN graphs (``DIR/gw_classes.zarr``, unless ``--gw-store`` gave them) and the
+    per-class table of the scan (``DIR/scan.csv``: each class's clusters, flagged share and
+    separation by each distance; ``DIR/scan.png``: its bar plot).
 ``detect``
     Detection quality of SpRAy (kNN affinity, 2 clusters, smaller cluster flagged) on the
     GW matrix of ``--n`` heatmaps with ground truth, per ``--configs`` entry
@@ -128,8 +128,9 @@ def add_parser(sub: Any) -> None:
                    help="scan: the GW kNN graphs the workflow made (distances/gw_classes.zarr) "
                         "instead of computing them")  # fmt: skip
     p.add_argument("--keep", type=Path,
-                   help="scan: write the GW kNN graphs (gw_classes.zarr, for --gw-store), "
-                        "the per-class table (scan.csv) and its plot to this folder")  # fmt: skip
+                   help="scan: write the per-class table (scan.csv), its plot and, unless "
+                        "--gw-store gives them, the GW kNN graphs (gw_classes.zarr) to this "
+                        "folder")  # fmt: skip
     p.add_argument("--pairs-per-task", type=int, default=2048, help="knn/scan: GW pairs per task")
     p.add_argument("--config", type=Path, default=Path("config") / "config.yaml",
                    help="scan: config with its clustering.spray and decision")  # fmt: skip
