@@ -34,6 +34,19 @@ include: "rules/verdicts.smk"
 include: "rules/report.smk"
 
 
+# On a cluster these run beside snakemake instead of as batch jobs: seconds of work on tables
+# and plots, where a job would spend its time queueing and parsing the workflow (twice).
+localrules:
+    evaluate,
+    figures,
+    summary,
+    aggregate,
+    overview,
+    evaluate_verdicts,
+    verdict_summary,
+    clean_list,
+
+
 rule all:
     default_target: True
     input:

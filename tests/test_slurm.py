@@ -406,6 +406,8 @@ def test_workflow_through_slurm_equals_the_local_run(
     # every rule was an sbatch job ...
     submitted = set(re.findall(r"submitted with SLURM jobid \d+ \(log: .*?/rule_(\w+?)/", out))
     assert {"train", "explain", "distances_gw"} <= submitted, submitted
+    # ... but the tables and plots (the Snakefile's localrules) ran beside snakemake
+    assert not submitted & {"evaluate", "figures", "summary", "clean_list"}, submitted
     jobs = slurm.jobs()
     rule_jobs = {k.split("_wildcards_")[0].removeprefix("rule_"): (t, c) for _, k, t, c in jobs}
     # train's job had as many CPUs as train has threads (no default cpus_per_task in the
