@@ -182,6 +182,10 @@ def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
     assert row["target_rank_gw"] == 1 and row["first_gw"] == [5]
     (first, sep1), (_, sep2) = row["top_gw"]
     assert first == 5 and sep1 >= sep2
+    # the cluster separation, reported beside the ranking, finds the patch too
+    for name in ("l2", "gw"):
+        (first, sep1), (_, sep2) = row[f"top_cluster_{name}"]
+        assert row[f"target_rank_cluster_{name}"] == 1 and first == 5 and sep1 >= sep2 > 0
     # the same figures from kNN graphs made beforehand (the workflow's store)
     from poisonscan.steps.distances import distances_gw_classes
 
@@ -193,7 +197,16 @@ def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
                    str(tmp_path / "gw.zarr"), "--recall-rows", "12", "--workers", "1",
                    "--config", str(REPO / "config" / "config.yaml"))  # fmt: skip
     assert "seconds" not in again and again["support"] == "pool8+mass0.99"
-    for key in ("pairs_solved", "recall", "target_rank_l2", "target_rank_gw", "first_gw", "top_gw"):
+    for key in (
+        "pairs_solved",
+        "recall",
+        "target_rank_l2",
+        "target_rank_gw",
+        "first_gw",
+        "top_gw",
+        "target_rank_cluster_gw",
+        "top_cluster_gw",
+    ):
         assert again[key] == row[key], key
     # --keep: the per-class table and plot, and graphs that give the same scan again
     table = (tmp_path / "keep" / "scan.csv").read_text().splitlines()

@@ -9,7 +9,8 @@ import pytest
 from scipy.spatial.distance import cdist
 
 from poisonscan.clustering import class_suspicion, rank_classes
-from poisonscan.clustering.scan import flagged_separation
+from poisonscan.clustering.decision import size_gap
+from poisonscan.clustering.scan import cluster_separation, flagged_separation
 
 
 def heatmap_class(n_clean: int, n_trigger: int, seed: int = 0) -> np.ndarray:
@@ -61,6 +62,44 @@ def test_flagged_separation_of_random_flags_is_near_zero_at_any_size() -> None:
     assert flagged_separation(trigger, distances(trigger), flags) > 1.0
 
 
+def test_cluster_separation_is_the_largest_of_the_minority_clusters() -> None:
+    h = np.array([[0.0], [1.0], [2.0], [10.0], [11.0], [30.0]])
+    d = distances(h)
+    labels = np.array([0, 0, 0, 1, 1, 2])  # shares 0.5 (not a minority), 1/3, 1/6
+    expected = max(flagged_separation(h, d, labels == 1), flagged_separation(h, d, labels == 2))
+    assert cluster_separation(h, d, labels) == pytest.approx(expected) and expected > 0
+    assert cluster_separation(h, d, np.zeros(6, dtype=int)) == 0.0  # one cluster
+    assert cluster_separation(h, d, np.arange(6) >= 3) == 0.0  # two halves: no minority
+
+
+def test_cluster_separation_finds_poison_where_the_size_gap_flags_a_clean_cluster() -> None:
+    """Repetition 1's GW scan in miniature (README): among many clusters the largest size
+    ratio falls below two pure poison clusters, so the rule flags a clean one."""
+    rng = np.random.default_rng(0)
+    sizes = {"clean": [5, 18, 30, 34], "poison": [10, 11]}
+    maps, labels = [], []
+    for kind, group_sizes in sizes.items():
+        for size in group_sizes:
+            centre = np.zeros((8, 8))
+            if kind == "clean":  # each clean cluster its own relevance spot (a track)
+                r, c = rng.integers(2, 5, 2)
+                centre[r : r + 2, c : c + 2] = 3.0
+            else:
+                centre[6:, 6:] = 30.0  # the trigger's corner
+            maps.append(rng.gamma(2.0, 1.0, size=(size, 8, 8)) + centre)
+            labels += [len(set(labels))] * size
+    h = np.concatenate(maps)
+    h /= h.sum(axis=(1, 2), keepdims=True)
+    labels = np.array(labels)
+    poison = labels >= 4
+    d = distances(h)
+    flagged = size_gap(labels)
+    assert flagged.sum() == 5 and not (flagged & poison).any()
+    by_cluster = cluster_separation(h, d, labels)
+    assert by_cluster == max(flagged_separation(h, d, labels == c) for c in (4, 5))
+    assert by_cluster > 3 * flagged_separation(h, d, flagged)
+
+
 DECISION = {"rule": "size-gap", "size_threshold": 0.35, "silhouette_threshold": 0.1}
 SEED = {"seed": 0}
 
@@ -73,6 +112,7 @@ def test_class_suspicion_separates_a_trigger_group_from_clean_classes() -> None:
     clean = heatmap_class(95, 0, seed=1)
     clean_row = class_suspicion(clean, distances(clean), SEED, DECISION)
     assert row["separation"] > 3 * clean_row["separation"]
+    assert row["cluster_separation"] > 3 * clean_row["cluster_separation"]
 
 
 def test_class_suspicion_uses_the_decision_rule() -> None:
@@ -92,6 +132,7 @@ def test_class_suspicion_single_group_no_flag() -> None:
     row = class_suspicion(h, d, {**SEED, "single_group_no_flag": True}, DECISION)
     assert row["n_groups"] == 1
     assert row["flagged_share"] == 0.0 and row["separation"] == 0.0
+    assert row["cluster_separation"] == 0.0
     flagged = class_suspicion(h, d, {**SEED, "single_group_no_flag": False}, DECISION)
     assert flagged["flagged_share"] > 0
 
@@ -100,6 +141,7 @@ def test_class_suspicion_too_small_class_is_nan() -> None:
     h = heatmap_class(5, 0)
     row = class_suspicion(h, distances(h), SEED, DECISION)
     assert row["k"] == -1 and math.isnan(row["separation"])
+    assert math.isnan(row["cluster_separation"])
 
 
 def test_rank_classes_by_separation_unflagged_last_ties_shared() -> None:

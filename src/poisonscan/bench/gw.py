@@ -39,7 +39,8 @@ Modes (``--mode``), one JSON line per configuration:
     ``--recall-rows`` random heatmaps of the whole store (their full rows within their
     class, same solver), overall and per class; then the whole-dataset scan (rule
     ``scan``, SpRAy settings of ``--config``) by Euclidean and by GW distances: the rank of
-    the store's target class by each and the classes ranked first. ``--keep DIR`` keeps
+    the store's target class by each and the classes ranked first, and the same by the
+    cluster separation the scan reports beside its ranking. ``--keep DIR`` keeps
     the kNN graphs (``DIR/gw_classes.zarr``, unless ``--gw-store`` gave them) and the
     per-class table of the scan (``DIR/scan.csv``: each class's clusters, flagged share and
     separation by each distance; ``DIR/scan.png``: its bar plot).
@@ -611,6 +612,7 @@ def knn_rows(hm: np.ndarray, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def scan_row(args: argparse.Namespace) -> dict[str, Any]:
     """The ``scan`` mode (see the module docstring)."""
+    from poisonscan.clustering import rank_classes
     from poisonscan.config import read_config
     from poisonscan.explain.store import class_group_path, store_classes
     from poisonscan.parallel import dask_client
@@ -695,6 +697,16 @@ def scan_row(args: argparse.Namespace) -> dict[str, Any]:
         # the two highest separations (a clean control shows how high they go unattacked)
         row[f"top_{name}"] = [[int(r["class"]), round(float(r["separation"]), 3)]
                               for r in ranked[:2]]  # fmt: skip
+        # the same by cluster separation (reported beside the ranking, not ranking)
+        by_cluster = sorted(
+            rank_classes([{**r, "separation": float(r["cluster_separation"])} for r in ranked]),
+            key=lambda r: r["rank"],
+        )
+        row[f"target_rank_cluster_{name}"] = next(
+            (r["rank"] for r in by_cluster if r["is_target"] == "True"), None
+        )
+        row[f"top_cluster_{name}"] = [[int(r["class"]), round(r["separation"], 3)]
+                                      for r in by_cluster[:2]]  # fmt: skip
     return row
 
 

@@ -20,6 +20,12 @@ attacked class scores 0.82 against at most 0.64 for the others; the criteria
 the scan used first (eigengap, smallest cluster share, silhouette; still
 reported) ranked it 43rd, 1st by a hair and 40th, because all three depend on
 the class size and GTSRB's 30-frame tracks form small tight clusters.
+
+Also reported, not ranked: the **cluster separation**, the largest separation of
+a single SpRAy cluster holding less than half of the class
+(:func:`cluster_separation`). It needs no decision rule, which matters where
+the eigengap chooses many clusters and a rule picks clean ones beside the poison
+(README, GW on every class).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from poisonscan.clustering.decision import cluster_shares, flag_clusters, silhou
 from poisonscan.clustering.registry import estimator_params
 from poisonscan.clustering.spectral import SpectralRelevanceAnalysis
 
-__all__ = ["class_suspicion", "flagged_separation", "rank_classes"]
+__all__ = ["class_suspicion", "cluster_separation", "flagged_separation", "rank_classes"]
 
 
 def flagged_separation(heatmaps: np.ndarray, distances: np.ndarray, flagged: np.ndarray) -> float:
@@ -77,6 +83,34 @@ def flagged_separation(heatmaps: np.ndarray, distances: np.ndarray, flagged: np.
     return float(np.sqrt(max(gap2 - chance2, 0.0)) / np.median(pairs))
 
 
+def cluster_separation(heatmaps: np.ndarray, distances: np.ndarray, labels: np.ndarray) -> float:
+    """The largest :func:`flagged_separation` of one cluster holding less than half the samples.
+
+    Less than half: the poison of a class is a minority of it (the assumption every
+    decision rule makes, :func:`~poisonscan.clustering.largest_cluster` being the clean
+    bulk), so a majority cluster is never a candidate.
+
+    Parameters
+    ----------
+    heatmaps : ndarray of shape (n, ...)
+    distances : ndarray of shape (n, n)
+        Pairwise Euclidean heatmap distances (the scale, as in :func:`flagged_separation`).
+    labels : ndarray of shape (n,)
+        Cluster labels.
+
+    Returns
+    -------
+    float
+        0 when no cluster is a minority (one cluster, or two of equal size).
+    """
+    labels = np.asarray(labels)
+    values, shares = cluster_shares(labels)
+    return max(
+        (flagged_separation(heatmaps, distances, labels == v) for v in values[shares < 0.5]),
+        default=0.0,
+    )
+
+
 def class_suspicion(
     heatmaps: np.ndarray,
     distances: np.ndarray,
@@ -105,9 +139,10 @@ def class_suspicion(
 
     Returns
     -------
-    dict with n, k, n_groups, eigengap, min_share, silhouette, flagged_share and
-    separation; NaN (k = -1) when the class is too small for SpRAy (fewer than
-    ``max(n_neighbors, k_max) + 2`` samples).
+    dict with n, k, n_groups, eigengap, min_share, silhouette, flagged_share,
+    separation and cluster_separation (:func:`cluster_separation`, 0 where
+    ``single_group_no_flag`` flags nothing); NaN (k = -1) when the class is too small
+    for SpRAy (fewer than ``max(n_neighbors, k_max) + 2`` samples).
     """
     p = estimator_params(params)
     single_group_no_flag = bool(p.pop("single_group_no_flag", False))
@@ -117,13 +152,17 @@ def class_suspicion(
     if n < max(est.n_neighbors, est.k_max) + 2:
         nan = math.nan
         return {"n": n, "k": -1, "n_groups": -1, "eigengap": nan, "min_share": nan,
-                "silhouette": nan, "flagged_share": nan, "separation": nan}  # fmt: skip
+                "silhouette": nan, "flagged_share": nan, "separation": nan,
+                "cluster_separation": nan}  # fmt: skip
     est.fit(distances)
     _, shares = cluster_shares(est.labels_)
     sil = silhouette(est.labels_, distances=distances)
     flagged = flag_clusters(est.labels_, decision, silhouette=sil)
-    if single_group_no_flag and est.n_groups_ == 1:
+    one_group = single_group_no_flag and est.n_groups_ == 1
+    if one_group:
         flagged[:] = False
+    scale = distances if euclidean is None else euclidean
+    by_cluster = 0.0 if one_group else cluster_separation(heatmaps, scale, est.labels_)
     return {
         "n": n,
         "k": est.n_clusters_,
@@ -132,9 +171,8 @@ def class_suspicion(
         "min_share": float(shares.min()),
         "silhouette": sil,
         "flagged_share": float(flagged.mean()),
-        "separation": flagged_separation(
-            heatmaps, distances if euclidean is None else euclidean, flagged
-        ),
+        "separation": flagged_separation(heatmaps, scale, flagged),
+        "cluster_separation": by_cluster,
     }
 
 

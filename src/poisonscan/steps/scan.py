@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 SCAN_COLUMNS: tuple[str, ...] = (
-    "distance", "class", "is_target", "rank", "separation", "flagged_share", "n", "n_poison", "k",
-    "n_groups", "eigengap", "min_share", "silhouette",
+    "distance", "class", "is_target", "rank", "separation", "cluster_separation", "flagged_share",
+    "n", "n_poison", "k", "n_groups", "eigengap", "min_share", "silhouette",
 )  # fmt: skip
 
 
