@@ -150,6 +150,9 @@ def test_rank_classes_by_separation_unflagged_last_ties_shared() -> None:
             {"class": 4, "separation": 0.0}]  # fmt: skip
     ranked = rank_classes(rows)
     assert [r["rank"] for r in ranked] == [2, 5, 1, 2, 5]
+    # another column ranks alike (the bench ranks the scan.csv it read, strings included)
+    other = [{"class": r["class"], "cluster_separation": str(r["separation"])} for r in rows]
+    assert [r["rank"] for r in rank_classes(other, by="cluster_separation")] == [2, 5, 1, 2, 5]
     assert "rank" not in rows[0]  # copies
     assert rank_classes([]) == []
     # nothing flagged anywhere: no class is "first"

@@ -698,14 +698,11 @@ def scan_row(args: argparse.Namespace) -> dict[str, Any]:
         row[f"top_{name}"] = [[int(r["class"]), round(float(r["separation"]), 3)]
                               for r in ranked[:2]]  # fmt: skip
         # the same by cluster separation (reported beside the ranking, not ranking)
-        by_cluster = sorted(
-            rank_classes([{**r, "separation": float(r["cluster_separation"])} for r in ranked]),
-            key=lambda r: r["rank"],
-        )
+        by_cluster = sorted(rank_classes(ranked, by="cluster_separation"), key=lambda r: r["rank"])
         row[f"target_rank_cluster_{name}"] = next(
             (r["rank"] for r in by_cluster if r["is_target"] == "True"), None
         )
-        row[f"top_cluster_{name}"] = [[int(r["class"]), round(r["separation"], 3)]
+        row[f"top_cluster_{name}"] = [[int(r["class"]), round(float(r["cluster_separation"]), 3)]
                                       for r in by_cluster[:2]]  # fmt: skip
     return row
 

@@ -176,8 +176,8 @@ def class_suspicion(
     }
 
 
-def rank_classes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Add ``rank``: 1 = largest separation = most suspicious.
+def rank_classes(rows: Sequence[Mapping[str, Any]], by: str = "separation") -> list[dict[str, Any]]:
+    """Add ``rank``: 1 = largest separation (or the column ``by``) = most suspicious.
 
     Ties share the lowest rank. Classes with nothing flagged (separation 0) or too
     small to analyse (NaN) all share the last rank, ``len(rows)``, so that a class
@@ -186,6 +186,8 @@ def rank_classes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     Parameters
     ----------
     rows : sequence of mappings, one per class, each with ``separation``
+    by : str
+        The column that ranks (e.g. ``cluster_separation``, which the scan only reports).
 
     Returns
     -------
@@ -193,7 +195,7 @@ def rank_classes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         The rows (copied) with ``rank``.
     """
     out = [dict(r) for r in rows]
-    v = np.array([r["separation"] for r in out], dtype=np.float64)
+    v = np.array([r[by] for r in out], dtype=np.float64)
     scored = v > 0  # False for 0 and NaN
     ranks = np.full(len(out), len(out), dtype=int)
     if scored.any():
