@@ -181,11 +181,11 @@ def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
     assert row["target_rank_l2"] == 1 and row["first_l2"] == [5]
     assert row["target_rank_gw"] == 1 and row["first_gw"] == [5]
     (first, sep1), (_, sep2) = row["top_gw"]
-    assert first == 5 and sep1 >= sep2
-    # the cluster separation, reported beside the ranking, finds the patch too
+    assert first == 5 and sep1 >= sep2 > 0
+    # the separation of the decision rule's flags, reported beside the ranking, finds it too
     for name in ("l2", "gw"):
-        (first, sep1), (_, sep2) = row[f"top_cluster_{name}"]
-        assert row[f"target_rank_cluster_{name}"] == 1 and first == 5 and sep1 >= sep2 > 0
+        (first, sep1), (_, sep2) = row[f"top_rule_{name}"]
+        assert row[f"target_rank_rule_{name}"] == 1 and first == 5 and sep1 >= sep2
     # the same figures from kNN graphs made beforehand (the workflow's store)
     from poisonscan.steps.distances import distances_gw_classes
 
@@ -204,8 +204,8 @@ def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
         "target_rank_gw",
         "first_gw",
         "top_gw",
-        "target_rank_cluster_gw",
-        "top_cluster_gw",
+        "target_rank_rule_gw",
+        "top_rule_gw",
     ):
         assert again[key] == row[key], key
     # --keep: the per-class table and plot, and graphs that give the same scan again

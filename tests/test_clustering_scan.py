@@ -144,16 +144,16 @@ def test_class_suspicion_too_small_class_is_nan() -> None:
     assert math.isnan(row["cluster_separation"])
 
 
-def test_rank_classes_by_separation_unflagged_last_ties_shared() -> None:
-    rows = [{"class": 0, "separation": 0.3}, {"class": 1, "separation": math.nan},
-            {"class": 2, "separation": 0.9}, {"class": 3, "separation": 0.3},
-            {"class": 4, "separation": 0.0}]  # fmt: skip
+def test_rank_classes_by_cluster_separation_unscored_last_ties_shared() -> None:
+    rows = [{"class": 0, "cluster_separation": 0.3}, {"class": 1, "cluster_separation": math.nan},
+            {"class": 2, "cluster_separation": 0.9}, {"class": 3, "cluster_separation": 0.3},
+            {"class": 4, "cluster_separation": 0.0}]  # fmt: skip
     ranked = rank_classes(rows)
     assert [r["rank"] for r in ranked] == [2, 5, 1, 2, 5]
     # another column ranks alike (the bench ranks the scan.csv it read, strings included)
-    other = [{"class": r["class"], "cluster_separation": str(r["separation"])} for r in rows]
-    assert [r["rank"] for r in rank_classes(other, by="cluster_separation")] == [2, 5, 1, 2, 5]
+    other = [{"class": r["class"], "separation": str(r["cluster_separation"])} for r in rows]
+    assert [r["rank"] for r in rank_classes(other, by="separation")] == [2, 5, 1, 2, 5]
     assert "rank" not in rows[0]  # copies
     assert rank_classes([]) == []
-    # nothing flagged anywhere: no class is "first"
-    assert [r["rank"] for r in rank_classes([{"separation": 0.0}] * 3)] == [3, 3, 3]
+    # no minority cluster anywhere: no class is "first"
+    assert [r["rank"] for r in rank_classes([{"cluster_separation": 0.0}] * 3)] == [3, 3, 3]

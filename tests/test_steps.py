@@ -248,6 +248,27 @@ def test_scan_ranks_the_attacked_class_first(scenario: dict[str, Path]) -> None:
     assert (d / "scan.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_scan_ranks_by_the_cluster_separation_not_the_rules_flags(
+    scenario: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the rule's flags and the minority clusters disagree (the rule picked clean
+    clusters beside the poison), the cluster separation ranks."""
+    from poisonscan import clustering
+
+    classes = iter(sorted(int(c) for c in zarr.open_group(str(scenario["store"])).group_keys()))
+
+    def suspicion(*args: object, **kwargs: object) -> dict[str, float]:
+        target = next(classes) == TARGET  # the rule flags clean images there, nothing elsewhere
+        return {"n": 30, "k": 4, "n_groups": 2, "eigengap": 0.5, "min_share": 0.1,
+                "silhouette": 0.2, "flagged_share": 0.1, "separation": 0.3 if target else 0.9,
+                "cluster_separation": 1.5 if target else 0.4}  # fmt: skip
+
+    monkeypatch.setattr(clustering, "class_suspicion", suspicion)
+    d = scenario["dir"]
+    assert scan_classes(scenario["store"], d / "x.csv", None, SPRAY, DECISION,
+                        target=TARGET) == {"l2": 1}  # fmt: skip
+
+
 def test_scan_by_gw_of_every_class(scenario: dict[str, Path]) -> None:
     d = scenario["dir"]
     gw = d / "gw_classes.zarr"

@@ -40,10 +40,11 @@ Modes (``--mode``), one JSON line per configuration:
     class, same solver), overall and per class; then the whole-dataset scan (rule
     ``scan``, SpRAy settings of ``--config``) by Euclidean and by GW distances: the rank of
     the store's target class by each and the classes ranked first, and the same by the
-    cluster separation the scan reports beside its ranking. ``--keep DIR`` keeps
-    the kNN graphs (``DIR/gw_classes.zarr``, unless ``--gw-store`` gave them) and the
-    per-class table of the scan (``DIR/scan.csv``: each class's clusters, flagged share and
-    separation by each distance; ``DIR/scan.png``: its bar plot).
+    separation of the decision rule's flags, which the scan reports beside its ranking
+    (``*_rule_*``). ``--keep DIR`` keeps the kNN graphs (``DIR/gw_classes.zarr``, unless
+    ``--gw-store`` gave them) and the per-class table of the scan (``DIR/scan.csv``: each
+    class's clusters, flagged share and separations by each distance; ``DIR/scan.png``:
+    its bar plot).
 ``detect``
     Detection quality of SpRAy (kNN affinity, 2 clusters, smaller cluster flagged) on the
     GW matrix of ``--n`` heatmaps with ground truth, per ``--configs`` entry
@@ -694,16 +695,17 @@ def scan_row(args: argparse.Namespace) -> dict[str, Any]:
         row[f"target_rank_{name}"] = ranks[name]
         ranked = sorted((r for r in table if r["distance"] == name), key=lambda r: int(r["rank"]))
         row[f"first_{name}"] = [int(r["class"]) for r in ranked if r["rank"] == "1"]
-        # the two highest separations (a clean control shows how high they go unattacked)
-        row[f"top_{name}"] = [[int(r["class"]), round(float(r["separation"]), 3)]
+        # the two highest cluster separations (a clean control shows how high they go
+        # unattacked)
+        row[f"top_{name}"] = [[int(r["class"]), round(float(r["cluster_separation"]), 3)]
                               for r in ranked[:2]]  # fmt: skip
-        # the same by cluster separation (reported beside the ranking, not ranking)
-        by_cluster = sorted(rank_classes(ranked, by="cluster_separation"), key=lambda r: r["rank"])
-        row[f"target_rank_cluster_{name}"] = next(
-            (r["rank"] for r in by_cluster if r["is_target"] == "True"), None
+        # the same by the separation of the decision rule's flags (reported, not ranking)
+        by_rule = sorted(rank_classes(ranked, by="separation"), key=lambda r: r["rank"])
+        row[f"target_rank_rule_{name}"] = next(
+            (r["rank"] for r in by_rule if r["is_target"] == "True"), None
         )
-        row[f"top_cluster_{name}"] = [[int(r["class"]), round(float(r["cluster_separation"]), 3)]
-                                      for r in by_cluster[:2]]  # fmt: skip
+        row[f"top_rule_{name}"] = [[int(r["class"]), round(float(r["separation"]), 3)]
+                                   for r in by_rule[:2]]  # fmt: skip
     return row
 
 

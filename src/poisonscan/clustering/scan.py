@@ -1,31 +1,29 @@
 """Whole-dataset scan: how suspicious each class's explanations look, and a ranking.
 
 The reference study assumed the attacked class was known. The scan runs SpRAy
-on every class, applies the decision rule, and ranks the classes by the
-**separation** of what the rule flags (m of the class's n heatmaps):
+on every class and ranks the classes by the **cluster separation**
+(:func:`cluster_separation`): the largest separation of one SpRAy cluster
+holding less than half of the class from the rest of the class, where a group
+of m of the class's n heatmaps is separated by
 
-    separation^2 = (||mean(flagged) - mean(rest)||^2 - S^2 n / (m (n - m))) / scale^2
+    separation^2 = (||mean(group) - mean(rest)||^2 - S^2 n / (m (n - m))) / scale^2
 
 A backdoor makes the poisoned images of a class share one explanation (the
-trigger) that the clean images lack, so the flagged group's mean heatmap sits
-far from the rest's. ``S^2 n / (m (n - m))`` (``S^2``: the heatmaps' total
+trigger) that the clean images lack, so their cluster's mean heatmap sits far
+from the rest's. ``S^2 n / (m (n - m))`` (``S^2``: the heatmaps' total
 variance) is what a *random* subset of m heatmaps would score in expectation;
 subtracting it (clipped at 0) removes the bias that lets a handful of stray
-flags look separated. ``scale`` is the median nonzero pairwise heatmap
+images look separated. ``scale`` is the median nonzero pairwise heatmap
 distance, so that classes with different heatmap spread compare. A class with
-nothing flagged scores 0 and ranks last.
+no minority cluster scores 0 and ranks last.
 
-Measured (README): on real GTSRB (43 classes, 3x3 sticker, p = 15 %) the
-attacked class scores 0.82 against at most 0.64 for the others; the criteria
-the scan used first (eigengap, smallest cluster share, silhouette; still
-reported) ranked it 43rd, 1st by a hair and 40th, because all three depend on
-the class size and GTSRB's 30-frame tracks form small tight clusters.
-
-Also reported, not ranked: the **cluster separation**, the largest separation of
-a single SpRAy cluster holding less than half of the class
-(:func:`cluster_separation`). It needs no decision rule, which matters where
-the eigengap chooses many clusters and a rule picks clean ones beside the poison
-(README, GW on every class).
+Also reported: the separation of what the decision rule flags
+(:func:`flagged_separation`), which ranked the classes first. Where the eigengap
+chooses many clusters every rule can pick clean clusters beside the poison: on
+the GW kNN graphs of one GTSRB run the rules ranked the attacked class 22nd to
+43rd, the cluster separation 1st (README, GW on every class). The criteria
+tried before (eigengap, smallest cluster share, silhouette; still reported)
+depend on the class size, and GTSRB's 30-frame tracks form small tight clusters.
 """
 
 from __future__ import annotations
@@ -176,18 +174,21 @@ def class_suspicion(
     }
 
 
-def rank_classes(rows: Sequence[Mapping[str, Any]], by: str = "separation") -> list[dict[str, Any]]:
-    """Add ``rank``: 1 = largest separation (or the column ``by``) = most suspicious.
+def rank_classes(
+    rows: Sequence[Mapping[str, Any]], by: str = "cluster_separation"
+) -> list[dict[str, Any]]:
+    """Add ``rank``: 1 = largest value of the column ``by`` = most suspicious.
 
-    Ties share the lowest rank. Classes with nothing flagged (separation 0) or too
-    small to analyse (NaN) all share the last rank, ``len(rows)``, so that a class
-    is never "first" without a flagged group.
+    Ties share the lowest rank. Classes that score 0 (no minority cluster, or nothing
+    flagged for ``by="separation"``) or are too small to analyse (NaN) all share the
+    last rank, ``len(rows)``, so that a class is never "first" without a candidate group.
 
     Parameters
     ----------
-    rows : sequence of mappings, one per class, each with ``separation``
+    rows : sequence of mappings, one per class, each with the column ``by``
     by : str
-        The column that ranks (e.g. ``cluster_separation``, which the scan only reports).
+        The column that ranks: ``cluster_separation`` (the scan's ranking) or
+        ``separation`` (the decision rule's flags, reported beside it).
 
     Returns
     -------

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 PathLike = str | os.PathLike[str]
 
 SCAN_COLUMNS: tuple[str, ...] = (
-    "distance", "class", "is_target", "rank", "separation", "cluster_separation", "flagged_share",
+    "distance", "class", "is_target", "rank", "cluster_separation", "separation", "flagged_share",
     "n", "n_poison", "k", "n_groups", "eigengap", "min_share", "silhouette",
 )  # fmt: skip
 
@@ -43,9 +43,11 @@ def scan_classes(
 ) -> dict[str, int | None]:
     """SpRAy on the heatmap distances of every class; rank the classes per distance.
 
-    The rank follows the separation of the flagged samples' mean heatmap from
-    the rest's (:func:`poisonscan.clustering.class_suspicion`), scaled by the class's
-    median Euclidean heatmap distance for every distance.
+    The rank follows the cluster separation: the largest separation of one minority
+    SpRAy cluster's mean heatmap from the rest's
+    (:func:`poisonscan.clustering.class_suspicion`), scaled by the class's median
+    Euclidean heatmap distance for every distance. The separation of the decision
+    rule's flags is reported beside it.
 
     Parameters
     ----------
@@ -93,8 +95,9 @@ def scan_classes(
             found["gw"] = clustering.class_suspicion(heatmaps, d_gw, spray, decision, euclidean=d)
         for name, row in found.items():
             rows[name].append({"distance": name, **base, **row})
-            log.info("%s, class %d: n=%d k=%d flagged=%.3f separation=%.3f", name, cls,
-                     row["n"], row["k"], row["flagged_share"], row["separation"])  # fmt: skip
+            log.info("%s, class %d: n=%d k=%d cluster separation=%.3f flagged=%.3f "
+                     "separation=%.3f", name, cls, row["n"], row["k"], row["cluster_separation"],
+                     row["flagged_share"], row["separation"])  # fmt: skip
     ranked: list[dict[str, Any]] = []
     target_rank: dict[str, int | None] = {}
     for name, per_class in rows.items():
@@ -112,18 +115,19 @@ def scan_classes(
 def plot_scan(
     rows: list[dict[str, Any]], out: PathLike, target_rank: Mapping[str, int | None] | None = None
 ) -> None:
-    """Bar plots of the scan criteria per class (separation first), one column per distance;
+    """Bar plots of the scan criteria per class (the ranking's first), one column per distance;
     the target class in red."""
     from matplotlib.figure import Figure
 
     names = list(dict.fromkeys(r["distance"] for r in rows))
     target_rank = target_rank or {}
-    panels = (("separation", "separation of the flagged mean heatmap (ranks the classes)"),
-              ("flagged_share", "share of the class flagged"),
+    panels = (("cluster_separation", "largest separation of a minority cluster (ranks)"),
+              ("separation", "separation of the decision rule's flags"),
+              ("flagged_share", "share of the class flagged by the rule"),
               ("eigengap", "eigengap at the chosen k"),
               ("silhouette", "silhouette of the SpRAy clusters"))  # fmt: skip
     n_classes = len({r["class"] for r in rows})
-    fig = Figure(figsize=(max(6.0, 0.3 * n_classes) * len(names), 9))
+    fig = Figure(figsize=(max(6.0, 0.3 * n_classes) * len(names), 2.25 * len(panels)))
     axes = fig.subplots(len(panels), len(names), sharex=True, squeeze=False)
     for col, name in enumerate(names):
         mine = sorted((r for r in rows if r["distance"] == name), key=lambda r: r["class"])
