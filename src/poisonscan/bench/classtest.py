@@ -11,7 +11,8 @@ the largest z of a clean class and how many clean classes pass e^2. Candidates:
     relevance is extreme in a 3x3 window (:func:`~poisonscan.verdicts.class_test`);
 ``spray_separation``
     SpRAy with the eigengap, the size-gap rule, the bias-corrected separation of the
-    flagged group's mean heatmap (today's whole-dataset scan, :mod:`poisonscan.clustering.scan`);
+    flagged group's mean heatmap (the whole-dataset scan's ranking then,
+    :mod:`poisonscan.clustering.scan`);
 ``lambda2``
     ``-log`` of the second eigenvalue of ``L_sym`` of the heatmaps' kNN graph with the edges
     between near-duplicates removed (a group apart from the rest has a small one);

@@ -26,7 +26,7 @@ best ``size`` x ``size`` window. Per class, :func:`class_test`
 
 The candidates measured before this one (on real GTSRB, RESULTS.md; ``python -m
 poisonscan.bench classtest``): SpRAy's eigengap and the separation of its flagged
-group (today's whole-dataset scan), the second eigenvalue of the kNN graph with
+group (the whole-dataset scan's ranking then), the second eigenvalue of the kNN graph with
 near-duplicate edges removed, cluster cohesion, and the excess and coherence of kNN
 outliers.
 """
