@@ -180,10 +180,10 @@ def test_scan_mode_ranks_every_class_by_gw_and_reports_sampled_recall(
     assert row["target_class"] == 5
     assert row["target_rank_l2"] == 1 and row["first_l2"] == [5]
     assert row["target_rank_gw"] == 1 and row["first_gw"] == [5]
-    (first, sep1), (_, sep2) = row["top_gw"]
-    assert first == 5 and sep1 >= sep2 > 0
-    # the separation of the decision rule's flags, reported beside the ranking, finds it too
     for name in ("l2", "gw"):
+        (first, sep1), (_, sep2) = row[f"top_{name}"]  # by the cluster separation, the ranking
+        assert first == 5 and sep1 >= sep2 > 0
+        # the separation of the decision rule's flags, reported beside it, finds the patch too
         (first, sep1), (_, sep2) = row[f"top_rule_{name}"]
         assert row[f"target_rank_rule_{name}"] == 1 and first == 5 and sep1 >= sep2
     # the same figures from kNN graphs made beforehand (the workflow's store)
