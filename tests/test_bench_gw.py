@@ -10,7 +10,13 @@ import pytest
 import zarr
 
 from poisonscan import bench, distances
-from poisonscan.bench.gw import _ott, _pot_values, parse_support, synthetic_heatmaps
+from poisonscan.bench.gw import (
+    _ott,
+    _pot_values,
+    median_excess_on_knn,
+    parse_support,
+    synthetic_heatmaps,
+)
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> list[dict]:
@@ -76,9 +82,22 @@ def test_detect_and_dask_modes_on_a_store(
         assert row["tp"] == round(row["tpr"] * 4)
         assert 0 <= row["labels_as_first"] <= 1 and 0 <= row["knn_edges_of_first"] <= 1
     assert rows[0]["labels_as_first"] == rows[0]["knn_edges_of_first"] == 1.0
+    assert rows[0]["excess_on_first_knn"] == 0.0
+    # batched_cg's plans are feasible, near POT's: its values are not far off on these edges
+    assert all(-0.5 < r["excess_on_first_knn"] < 1.0 for r in rows[4:])
     rows = run(capsys, "--mode", "dask", "--synthetic", "--n", "10", "--support", "pool4",
                "--epsilon", "0.05", "--tile", "4")  # fmt: skip
     assert rows[0]["pairs"] == 45 and rows[0]["seconds"] > 0
+
+
+def test_median_excess_is_taken_on_the_reference_knn_edges_only() -> None:
+    reference = np.array([[0, 1, 4, 9], [1, 0, 2, 8], [4, 2, 0, 5], [9, 8, 5, 0]], float)
+    d = reference.copy()
+    d[0, 3] = d[3, 0] = 90.0  # not a 1-NN edge of the reference: no effect
+    assert median_excess_on_knn(d, reference, 1) == 0.0
+    d[1, 2] = d[2, 1] = 3.0  # the 1-NN edge of row 2: +50 %
+    d[0, 1] = d[1, 0] = 1.5  # of rows 0 and 1: +50 %
+    assert median_excess_on_knn(d, reference, 1) == pytest.approx(0.5)
 
 
 def test_knn_mode_reports_recall_per_round_limit(capsys: pytest.CaptureFixture[str]) -> None:
