@@ -714,9 +714,7 @@ def median_excess_on_knn(d: np.ndarray, reference: np.ndarray, k: int) -> float:
     """Median of ``d / reference - 1`` over the k-NN edges of ``reference`` (its k smallest
     off-diagonal entries per row, ties by index; pairs of value 0 left out): where the k-NN
     graph is decided, how much larger ``d`` is (0 for the reference itself)."""
-    n = len(reference)
-    off = np.where(np.eye(n, dtype=bool), np.inf, reference)
-    cols = np.argsort(off, axis=1, kind="stable")[:, :k]
+    cols = distances.knn_columns(reference, k, np.arange(len(reference)))
     ref = np.take_along_axis(reference, cols, 1)
     mine = np.take_along_axis(d, cols, 1)
     keep = ref > 0

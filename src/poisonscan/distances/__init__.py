@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         gw_knn_matrices,
         gw_knn_matrix,
         gw_pair_values,
+        knn_columns,
         knn_recall,
         knn_row_recall,
         second_lower_bound,
@@ -80,6 +81,7 @@ __all__ = [
     "gw_pair_values",
     "heatmap_support",
     "heatmap_to_mm_space",
+    "knn_columns",
     "knn_recall",
     "knn_row_recall",
     "pot_pair",
@@ -93,8 +95,8 @@ __all__ = [
 
 _LAZY = {
     **dict.fromkeys(("BOUNDS", "KNNParams", "distance_quantiles", "gw_knn_matrices",
-                     "gw_knn_matrix", "gw_pair_values", "knn_recall", "knn_row_recall",
-                     "second_lower_bound"), "_knn"),
+                     "gw_knn_matrix", "gw_pair_values", "knn_columns", "knn_recall",
+                     "knn_row_recall", "second_lower_bound"), "_knn"),
     **dict.fromkeys(("GW_SOLVERS", "gromov_wasserstein", "pot_pair", "prepare_spaces",
                      "solve_pairs"), "_solvers"),
     **dict.fromkeys(("compute_tile", "gw_distance_matrix"), "_tiles"),

@@ -67,6 +67,7 @@ __all__ = [
     "gw_knn_matrices",
     "gw_knn_matrix",
     "gw_pair_values",
+    "knn_columns",
     "knn_recall",
     "knn_row_recall",
     "second_lower_bound",
@@ -608,10 +609,24 @@ def knn_row_recall(
         Ties are broken by index order.
     """
     rows = np.asarray(rows)
-    own = np.arange(sparse.shape[1])[None, :] == rows[:, None]
-
-    def neighbours(d: np.ndarray) -> np.ndarray:
-        return np.argsort(np.where(own, np.inf, d), axis=1, kind="stable")[:, :k]
-
-    truth, found = neighbours(exact_rows), neighbours(sparse[rows])
+    truth, found = knn_columns(exact_rows, k, rows), knn_columns(sparse[rows], k, rows)
     return np.array([len(np.intersect1d(t, f)) / k for t, f in zip(truth, found, strict=True)])
+
+
+def knn_columns(d_rows: np.ndarray, k: int, rows: np.ndarray) -> np.ndarray:
+    """The k nearest neighbours of each row of a distance matrix, its own column left out.
+
+    Parameters
+    ----------
+    d_rows : ndarray of shape (R, n)
+        Rows ``rows`` of an (n, n) distance matrix; ``+inf`` is "not a neighbour".
+    k : int
+    rows : ndarray of shape (R,), int
+
+    Returns
+    -------
+    ndarray of shape (R, k), int
+        Column indices, nearest first; ties are broken by index order.
+    """
+    own = np.arange(d_rows.shape[1])[None, :] == np.asarray(rows)[:, None]
+    return np.argsort(np.where(own, np.inf, d_rows), axis=1, kind="stable")[:, :k]
