@@ -21,7 +21,7 @@ run: $(BIN)/.installed
 
 ## test: unit tests, the Snakemake lint and an end-to-end run on a tiny config
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(CORES) --dist loadscope
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/snakemake --lint

@@ -81,12 +81,56 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+# The tests of the tiny run: every test that takes the session fixtures ``finished_run`` or
+# ``slurm`` lives in one of these files (checked at collection), and all of them run on one
+# worker of ``make test``, first. The SLURM run, which mostly waits for its status checks,
+# goes while the other worker is busiest. (Giving the fault injections a worker of their
+# own, which then runs the tiny workflow once more, measured the same: 864 s against 870 s.)
+RUN_FILES = ("tests/test_slurm.py", "tests/test_workflow.py", "tests/test_operations.py")
+RUN_FIXTURES = {"finished_run", "slurm"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The tiny run's files first: ``make test``'s workers start the longest chain at once."""
+    files = [i.nodeid.split("::")[0] for i in items]
+    stray = [i.nodeid for i, f in zip(items, files, strict=True)
+             if RUN_FIXTURES & set(i.fixturenames) and f not in RUN_FILES]  # fmt: skip
+    if stray:
+        raise pytest.UsageError(f"tests of the tiny run outside {RUN_FILES}: {stray}")
+    order = {f: k for k, f in enumerate(RUN_FILES)}
+    rank = {id(i): order.get(f, len(RUN_FILES)) for i, f in zip(items, files, strict=True)}
+    items.sort(key=lambda i: rank[id(i)])  # stable: each file's own order is kept
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``pytest -n 2 --dist loadscope`` (``make test``): the files of the tiny run on one
+    worker, every other test on its own, to the next free worker.
+
+    ``finished_run`` and ``slurm`` are session fixtures: on a second worker the tiny workflow
+    would run again, and a second SLURM cannot have /etc/slurm. (The ``xdist_group`` marks of
+    ``--dist loadgroup`` would do this, but pytest 9.2's node ids no longer take the group
+    suffix that pytest-xdist 3.8 adds: pytest-xdist issue 1386.)
+    """
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class TinyRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tiny run" if nodeid.split("::")[0] in RUN_FILES else nodeid
+
+    return TinyRunScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny workflow (``test_workflow.TINY``) run locally to the end, once per session.
+    """The tiny workflow (``test_workflow.TINY``) run locally to the end, once per session
+    (on one worker of ``make test``: ``RUN_FILES``).
 
-    Shared by tests/test_workflow.py and tests/test_slurm.py (the reference of the SLURM
-    run); tests only read its ``results/`` (dry runs and reports write beside it).
+    Shared by tests/test_workflow.py, tests/test_operations.py and tests/test_slurm.py (the
+    reference of the SLURM run); tests only read its ``results/`` (dry runs and reports
+    write beside it).
     """
     from test_workflow import TINY, run_snakemake, write_config
 
