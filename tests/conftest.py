@@ -90,16 +90,19 @@ RUN_FILES = ("tests/test_slurm.py", "tests/test_workflow.py", "tests/test_operat
 RUN_FIXTURES = {"finished_run", "slurm"}
 
 
+def _test_file(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The tiny run's files first: ``make test``'s workers start the longest chain at once."""
-    files = [i.nodeid.split("::")[0] for i in items]
-    stray = [i.nodeid for i, f in zip(items, files, strict=True)
-             if RUN_FIXTURES & set(i.fixturenames) and f not in RUN_FILES]  # fmt: skip
+    run_tests = [i for i in items if RUN_FIXTURES & set(i.fixturenames)]
+    stray = [i.nodeid for i in run_tests if _test_file(i.nodeid) not in RUN_FILES]
     if stray:
         raise pytest.UsageError(f"tests of the tiny run outside {RUN_FILES}: {stray}")
     order = {f: k for k, f in enumerate(RUN_FILES)}
-    rank = {id(i): order.get(f, len(RUN_FILES)) for i, f in zip(items, files, strict=True)}
-    items.sort(key=lambda i: rank[id(i)])  # stable: each file's own order is kept
+    # stable: each file's own order is kept
+    items.sort(key=lambda i: order.get(_test_file(i.nodeid), len(RUN_FILES)))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -118,7 +121,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class TinyRunScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "tiny run" if nodeid.split("::")[0] in RUN_FILES else nodeid
+            return "tiny run" if _test_file(nodeid) in RUN_FILES else nodeid
 
     return TinyRunScheduling(config, log)
 
