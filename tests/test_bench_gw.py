@@ -73,10 +73,12 @@ def test_detect_and_dask_modes_on_a_store(
     group.create_array("poison", data=poison)
     rows = run(capsys, "--mode", "detect", "--store", str(tmp_path / "explain.zarr"), "--n",
                "16", "--spray-k", "3,4", "--configs", "pot_exact:pool4+mass0.99:0,"
-               "batched:pool4:0.02,batched_cg:pool4+mass0.99:0.005", "--tile", "8")  # fmt: skip
-    assert [(r["solver"], r["k"]) for r in rows] == [
-        (s, k) for s in ("pot_exact", "batched", "batched_cg") for k in (3, 4)
-    ]
+               "batched:pool4:0.02,batched_cg:pool4+mass0.99:0.005,pot_exact:pool4+mass0.99:0:"
+               "transposed", "--tile", "8")  # fmt: skip
+    assert [(r["solver"], r["transposed"], r["k"]) for r in rows] == [
+        (s, t, k) for s, t in [("pot_exact", False), ("batched", False), ("batched_cg", False),
+                               ("pot_exact", True)] for k in (3, 4)
+    ]  # fmt: skip
     for row in rows:
         assert row["n"] == 16 and row["n_poison"] == 4 and 0 <= row["tpr"] <= 1
         assert row["tp"] == round(row["tpr"] * 4)
@@ -84,7 +86,14 @@ def test_detect_and_dask_modes_on_a_store(
     assert rows[0]["labels_as_first"] == rows[0]["knn_edges_of_first"] == 1.0
     assert rows[0]["excess_on_first_knn"] == 0.0
     # batched_cg's plans are feasible, near POT's: its values are not far off on these edges
-    assert all(-0.5 < r["excess_on_first_knn"] < 1.0 for r in rows[4:])
+    assert all(-0.5 < r["excess_on_first_knn"] < 1.0 for r in rows[4:6])
+    # the transposed heatmaps pose the same GW problems: POT's matrix, and so its labels, again
+    for row in rows[6:]:
+        assert row["labels_as_first"] == row["knn_edges_of_first"] == 1.0
+        assert row["excess_on_first_knn"] == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="pot_exact:pool4:0:mirrored"):
+        run(capsys, "--mode", "detect", "--store", str(tmp_path / "explain.zarr"), "--n", "16",
+            "--configs", "pot_exact:pool4:0:mirrored")  # fmt: skip
     rows = run(capsys, "--mode", "dask", "--synthetic", "--n", "10", "--support", "pool4",
                "--epsilon", "0.05", "--tile", "4")  # fmt: skip
     assert rows[0]["pairs"] == 45 and rows[0]["seconds"] > 0

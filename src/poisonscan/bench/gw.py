@@ -48,7 +48,9 @@ Modes (``--mode``), one JSON line per configuration:
 ``detect``
     Detection quality of SpRAy (kNN affinity, 2 clusters, smaller cluster flagged) on the
     GW matrix of ``--n`` heatmaps with ground truth, per ``--configs`` entry
-    ``solver:support:epsilon`` and ``--spray-k`` entry, beside the first entry's labels
+    ``solver:support:epsilon[:transposed]`` (``transposed``: every heatmap mirrored on its
+    diagonal, the same GW problems with the points in another order) and ``--spray-k``
+    entry, beside the first entry's labels
     and k-NN edges, and how much larger each value is than the first entry's on those
     edges (the median of ``d / d_first - 1``).
 
@@ -126,7 +128,7 @@ def add_parser(sub: Any) -> None:
                    help="knn: estimate recall from this many random full rows instead of "
                         "the full matrix (0: full matrix)")  # fmt: skip
     p.add_argument("--configs", default="pot_exact:pool8+mass0.99:0,batched:pool8+mass0.99:0.005",
-                   help="detect: solver:support:epsilon, comma-separated")  # fmt: skip
+                   help="detect: solver:support:epsilon[:transposed], comma-separated")  # fmt: skip
     p.add_argument("--gw-store", type=Path,
                    help="scan: the GW kNN graphs the workflow made (distances/gw_classes.zarr) "
                         "instead of computing them")  # fmt: skip
@@ -736,14 +738,20 @@ def detect_rows(
     rows: list[dict[str, Any]] = []
     first_d, first_labels = None, {}  # the first configuration's matrix and labels per k
     for spec in args.configs.split(","):
-        solver, support, eps_text = spec.split(":")
+        solver, support, eps_text, *view = spec.split(":")
+        if view not in ([], ["transposed"]):
+            raise ValueError(f"config {spec!r}: use solver:support:epsilon[:transposed]")
         pool, mass = parse_support(support, hm.shape[1])
         batched = solver.startswith("batched")
         extra = {"dtype": args.dtype, "device": args.device} if batched else {}
         params = distances.GWParams(solver=solver, pool=pool, mass=mass, metric=args.metric,
                                     epsilon=float(eps_text), **extra)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
-            d, secs = _dask_matrix(_write_group(tmp, hm), params, args, tmp)
+            # transposed: every heatmap mirrored on its diagonal, an isometry of the grid
+            # (the same GW problems with the points in another order)
+            views = hm.transpose(0, 2, 1) if view else hm
+            d, secs = _dask_matrix(_write_group(tmp, np.ascontiguousarray(views)), params,
+                                   args, tmp)  # fmt: skip
         first_d = d if first_d is None else first_d
         for k in [int(k) for k in args.spray_k.split(",")]:
             est = clustering.SpectralRelevanceAnalysis(n_neighbors=k, n_clusters=2).fit(d)
@@ -752,7 +760,8 @@ def detect_rows(
             m = evaluate.detection_metrics(flagged, poison)
             rows.append({
                 "mode": "detect", "n": len(hm), "n_poison": int(poison.sum()), "solver": solver,
-                "support": support, "metric": args.metric, "epsilon": float(eps_text), "k": k,
+                "support": support, "metric": args.metric, "epsilon": float(eps_text),
+                "transposed": bool(view), "k": k,
                 "seconds": round(secs, 1), "tp": m["tp"], "fp": m["fp"],
                 "tpr": round(float(m["tpr"]), 3), "tnr": round(float(m["tnr"]), 3),
                 "f1": round(float(m["f1"]), 3),
