@@ -10,6 +10,7 @@ import pytest
 import zarr
 
 from poisonscan import bench, distances
+from poisonscan.bench import gw as gw_bench
 from poisonscan.bench.gw import (
     _ott,
     _pot_values,
@@ -63,9 +64,13 @@ def test_pairs_mode_with_batched_cg_reports_speed_and_ranks_against_exact(
 
 
 def test_detect_and_dask_modes_on_a_store(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     hm, poison = synthetic_heatmaps(16, seed=1)
+    written: list[np.ndarray] = []  # the heatmaps each configuration's matrix is made of
+    write_group = gw_bench._write_group
+    monkeypatch.setattr(gw_bench, "_write_group",
+                        lambda tmp, h: written.append(h) or write_group(tmp, h))  # fmt: skip
     root = zarr.open_group(str(tmp_path / "explain.zarr"), mode="w")
     root.attrs["target_class"] = 0  # the explanation store layout: one group per class
     group = root.create_group("0")
@@ -88,6 +93,7 @@ def test_detect_and_dask_modes_on_a_store(
     # batched_cg's plans are feasible, near POT's: its values are not far off on these edges
     assert all(-0.5 < r["excess_on_first_knn"] < 1.0 for r in rows[4:6])
     # the transposed heatmaps pose the same GW problems: POT's matrix, and so its labels, again
+    np.testing.assert_array_equal(written[-1], hm.transpose(0, 2, 1))
     for row in rows[6:]:
         assert row["labels_as_first"] == row["knn_edges_of_first"] == 1.0
         assert row["excess_on_first_knn"] == pytest.approx(0.0, abs=1e-9)

@@ -747,11 +747,8 @@ def detect_rows(
         params = distances.GWParams(solver=solver, pool=pool, mass=mass, metric=args.metric,
                                     epsilon=float(eps_text), **extra)  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
-            # transposed: every heatmap mirrored on its diagonal, an isometry of the grid
-            # (the same GW problems with the points in another order)
-            views = hm.transpose(0, 2, 1) if view else hm
-            d, secs = _dask_matrix(_write_group(tmp, np.ascontiguousarray(views)), params,
-                                   args, tmp)  # fmt: skip
+            heatmaps = np.ascontiguousarray(hm.transpose(0, 2, 1)) if view else hm
+            d, secs = _dask_matrix(_write_group(tmp, heatmaps), params, args, tmp)
         first_d = d if first_d is None else first_d
         for k in [int(k) for k in args.spray_k.split(",")]:
             est = clustering.SpectralRelevanceAnalysis(n_neighbors=k, n_clusters=2).fit(d)
