@@ -27,7 +27,8 @@ def attack_title(meta: dict) -> str:
         return f"clean control (no attack), class {a.get('target')} analysed"
     parts = [name]
     if "source" in a:
-        parts.append(f"{a['source']} -> {a['target']}")
+        source = "every other class" if a["source"] is None else a["source"]
+        parts.append(f"{source} -> {a['target']}")
     else:
         parts.append(f"class {a.get('target')}")
     if "poison_rate" in a:
@@ -39,6 +40,35 @@ def attack_title(meta: dict) -> str:
             parts.append(f"amplitude {a['amplitude']} ({where}, d = {a['distance']})")
     if name == "blended":
         parts.append(f"{a['pattern']} alpha {a['alpha']:g}")
+    if name == "sig":  # whole-image triggers
+        test = "" if a["test_delta"] is None else f" (test {a['test_delta']:g})"
+        parts.append(f"sinusoid delta {a['delta']:g}{test}, f {a['frequency']:g}, labels kept")
+    if name == "wanet":
+        parts.append(
+            f"warp k {a['k']}, s {a['s']:g}, rescale {a['grid_rescale']:g}, "
+            f"{meta.get('n_cross', '?')} noise-mode images (cross ratio {a['cross_ratio']:g})"
+        )
+    if name == "ftrojan":
+        pos = " ".join(f"({r},{c})" for r, c in a["positions"])
+        parts.append(f"DCT {pos} of UV += {a['magnitude']:g}, window {a['window_size']}")
+    if name in ("badnets", "all_to_all", "tact"):  # patch triggers
+        parts.append(f"{a['trigger_size']} px {a['pattern']} patch, {a['placement']}")
+    if name == "all_to_all":
+        parts.append("y -> y + 1 (mod C)")
+    if name == "tact":
+        parts.append(f"cover classes {a['cover_classes']} x {a['cover_ratio']:g}")
+    if name == "multi_target":
+        parts.append(f"targets {[a['target'], *a['other_targets']]}, {a['trigger_size']} px each")
+    if name == "adaptive_blend":
+        parts.append(
+            f"{a['pattern']} alpha {a['alpha']:g} (test {a['test_alpha']:g}), "
+            f"{a['pieces']} pieces, {a['mask_rate']:g} masked, covers x {a['cover_ratio']:g}"
+        )
+    if name == "adaptive_patch":
+        parts.append(
+            f"4 patches alpha {a['train_alphas']}, test {a['test_triggers']} at 1, "
+            f"covers x {a['cover_ratio']:g}"
+        )
     return ", ".join(parts)
 
 

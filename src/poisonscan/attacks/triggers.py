@@ -45,6 +45,7 @@ __all__ = [
     "boxes_to_mask",
     "checkerboard_pattern",
     "make_blend_pattern",
+    "natural_image",
     "parse_color",
 ]
 
@@ -53,7 +54,7 @@ Box = tuple[int, int, int, int]
 
 PLACEMENTS: tuple[str, ...] = ("window", "fixed", "uniform")
 CORNERS: tuple[str, ...] = ("bottom_right", "all")
-BLEND_PATTERNS: tuple[str, ...] = ("noise", "stripes", "checkerboard")
+BLEND_PATTERNS: tuple[str, ...] = ("noise", "stripes", "checkerboard", "image")
 
 _HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
@@ -282,11 +283,15 @@ def make_blend_pattern(name: str, image_size: tuple[int, int], seed: int = 0) ->
 
     ``noise``: every pixel and channel uniform in 0..255 from ``seed`` (Chen et
     al.'s random-noise key); ``stripes``: vertical black/white stripes two pixels
-    wide; ``checkerboard``: a one-pixel black/white checkerboard.
+    wide; ``checkerboard``: a one-pixel black/white checkerboard; ``image``: a
+    natural photograph (:func:`natural_image`; Chen et al. blended a Hello Kitty
+    picture, which cannot be shipped), ``seed`` unused.
     """
     h, w = image_size
     if name == "noise":
         return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    if name == "image":
+        return natural_image(image_size)
     i, j = np.indices((h, w))
     if name == "stripes":
         on = (j // 2) % 2 == 0
@@ -297,6 +302,33 @@ def make_blend_pattern(name: str, image_size: tuple[int, int], seed: int = 0) ->
             "pattern", f"unknown blend pattern {name!r}; allowed: {list(BLEND_PATTERNS)}"
         )
     return np.repeat(np.where(on, 255, 0).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def natural_image(image_size: tuple[int, int]) -> np.ndarray:
+    """A natural photograph as a blend key: matplotlib's sample portrait of Grace Hopper.
+
+    The file ships with matplotlib (``matplotlib.cbook.get_sample_data("grace_hopper.jpg")``,
+    512 x 600 px, RGB). It is centre-cropped to the aspect ratio of ``image_size`` and
+    resized with PIL's Lanczos filter.
+
+    Returns
+    -------
+    ndarray of shape (H, W, 3), uint8
+    """
+    from matplotlib import cbook
+    from PIL import Image
+
+    h, w = image_size
+    with cbook.get_sample_data("grace_hopper.jpg") as f, Image.open(f) as img:
+        rgb = img.convert("RGB")
+    iw, ih = rgb.size
+    if iw * h > ih * w:  # too wide: crop the sides
+        cw, ch = round(ih * w / h), ih
+    else:  # too tall: crop top and bottom
+        cw, ch = iw, round(iw * h / w)
+    left, top = (iw - cw) // 2, (ih - ch) // 2
+    rgb = rgb.crop((left, top, left + cw, top + ch))
+    return np.asarray(rgb.resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8).copy()
 
 
 @dataclass(frozen=True)
