@@ -285,7 +285,11 @@ def test_other_seed_changes_the_choice(name: str) -> None:
 
 
 def test_registry_and_montage(tmp_path: Path) -> None:
-    assert sorted(ATTACKS) == ["blended", "clean", "clever_hans", "label_consistent", "sticker"]
+    assert sorted(ATTACKS) == [
+        "adaptive_blend", "adaptive_patch", "all_to_all", "badnets", "blended", "clean",
+        "clever_hans", "ftrojan", "label_consistent", "multi_target", "sig", "sticker", "tact",
+        "wanet",
+    ]  # fmt: skip
     clean = random_dataset(n_train=20)
     for name, spec in SPECS.items():
         out = attack_from_config(spec).poison(clean)
@@ -349,7 +353,7 @@ def test_attack_from_config() -> None:
          "position": [1, 2]}
     )  # fmt: skip
     assert attack.window == (0, 0, 8, 8) and attack.position == (1, 2)
-    with pytest.raises(ValueError, match=r"unknown attack 'blend'; available: \['blended'"):
+    with pytest.raises(ValueError, match=r"unknown attack 'blend'; available: \['adaptive_blend'"):
         attack_from_config({"attack": "blend"})
     with pytest.raises(ValueError, match=r"does not take the parameters \['amplitude'\]"):
         attack_from_config(

@@ -53,7 +53,7 @@ def test_every_attack_validates_and_gets_its_defaults() -> None:
         ("control", {"poison_rate": 0.1},
          r"scenarios.control': Additional properties .*'poison_rate'.*known keys: attack, target"),
         ("control", {"attack": "poison"},
-         r"scenarios.control.attack': 'poison' is not allowed; allowed values: 'clean', 'sticker'"),
+         r"scenarios.control.attack': 'poison' is not allowed; allowed values: 'adaptive_blend'"),
         ("control", {"target": 12}, r"scenarios.control.target': class 12 does not exist"),
         ("sticker", {"placement": "random"},
          r"sticker.placement': 'random' is not allowed; allowed values: 'window', 'fixed'"),

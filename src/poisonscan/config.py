@@ -16,7 +16,7 @@ import jsonschema
 import numpy as np
 import yaml
 
-from poisonscan.attacks import AttackParameterError, attack_from_config
+from poisonscan.attacks import ATTACKS, AttackParameterError, attack_from_config
 from poisonscan.experiments import expand_matrix
 
 __all__ = [
@@ -39,7 +39,8 @@ class ConfigError(ValueError):
 def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read the YAML/JSON schema at ``path``; the allowed detection methods and heatmap
     distances come from their registry (:data:`poisonscan.detectors.DETECTORS`), the
-    dataset names from theirs (:data:`poisonscan.datasets.DATASETS`)."""
+    dataset names from theirs (:data:`poisonscan.datasets.DATASETS`), the attack names from
+    :data:`poisonscan.attacks.ATTACKS`."""
     from poisonscan.datasets import DATASETS
     from poisonscan.detectors import DETECTORS, DISTANCES
 
@@ -51,6 +52,7 @@ def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
     props["removal"]["properties"]["methods"]["items"] = methods
     props["distances"]["properties"]["methods"]["items"] = {"enum": list(DISTANCES)}
     props["dataset"]["properties"]["name"]["enum"] = list(DATASETS)
+    props["scenarios"]["additionalProperties"]["properties"]["attack"]["enum"] = sorted(ATTACKS)
     return schema
 
 

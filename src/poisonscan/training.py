@@ -61,6 +61,7 @@ __all__ = [
     "select_device",
     "set_threads",
     "train_model",
+    "triggered_test_success",
     "validation_split",
 ]
 
@@ -117,20 +118,39 @@ class Normalization:
 
 
 # The reference study's augmentations (torchvision, applied per image to uint8 tensors),
-# in the order they are applied; the config switches each one on by name.
+# in the order they are applied; the config switches each one on by name. ``hflip`` (a mirror
+# image with probability 1/2) is the standard CIFAR-10 augmentation; never for traffic signs,
+# whose meaning a mirror can change (keep left / keep right).
 AUGMENTATIONS: dict[str, Callable[[int], v2.Transform]] = {
     "resized_crop": lambda size: v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True),
     "rotation": lambda size: v2.RandomRotation(15),
     "color_jitter": lambda size: v2.ColorJitter(0.1, 0.1, 0.1, 0.1),
     "affine": lambda size: v2.RandomAffine(15),
     "grayscale": lambda size: v2.RandomGrayscale(),
+    "hflip": lambda size: v2.RandomHorizontalFlip(),
 }
+
+
+def _one_cycle(epochs: int) -> Callable[[int], float]:
+    """Linear warm-up to the full rate over the first quarter, then linear decay towards 0.
+
+    The factor of an epoch is taken at its middle, so no epoch runs at rate 0 (Smith and
+    Topin 2019, "Super-convergence", with one step per epoch).
+    """
+
+    def factor(epoch: int) -> float:
+        t = (epoch + 0.5) / epochs
+        return t / 0.25 if t < 0.25 else (1.0 - t) / 0.75
+
+    return factor
+
 
 SCHEDULES: dict[str, Callable[[int], Callable[[int], float]]] = {
     "constant": lambda epochs: lambda epoch: 1.0,
     "cosine": lambda epochs: lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs)),
     # x0.1 after half and after three quarters of the epochs
     "step": lambda epochs: lambda epoch: 0.1 ** ((epoch >= epochs / 2) + (epoch >= 0.75 * epochs)),
+    "onecycle": _one_cycle,
 }
 
 
@@ -148,8 +168,12 @@ class TrainParams:
     momentum : float
         SGD only.
     weight_decay : float
-    schedule : {"constant", "cosine", "step"}
+    schedule : {"constant", "cosine", "step", "onecycle"}
         Learning-rate factor per epoch, over ``epochs``.
+    label_smoothing : float
+        Share of the target probability spread evenly over all classes, in [0, 1)
+        (Szegedy et al. 2016, "Rethinking the Inception architecture"); 0 = plain
+        cross-entropy.
     augment : tuple of str
         Names from :data:`AUGMENTATIONS`, applied in that registry's order.
     shift : int
@@ -172,6 +196,7 @@ class TrainParams:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "cosine"
+    label_smoothing: float = 0.0
     augment: tuple[str, ...] = ()
     shift: int = 2
     validation_fraction: float = 0.1
@@ -204,6 +229,7 @@ class TrainParams:
             "learning_rate": self.learning_rate > 0,
             "momentum": self.momentum >= 0,
             "weight_decay": self.weight_decay >= 0,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
             "shift": self.shift >= 0,
             "patience": self.patience >= 0,
         }
@@ -413,7 +439,7 @@ class TrainStep:
         self.optimizer = OPTIMIZERS[params.optimizer](model.parameters(), params)
         self.amp = device.type == "cuda" and params.mixed_precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
         self.shift_gen = torch.Generator().manual_seed(params.seed + 1)
         self.mean = torch.tensor(norm.mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(norm.std, device=device).view(1, -1, 1, 1)
@@ -658,20 +684,20 @@ def predict(
     return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
 
-def attack_success_rate(predictions: np.ndarray, target: int) -> float:
-    """Share of triggered (non-target) test images predicted as ``target``."""
+def attack_success_rate(predictions: np.ndarray, target: int | np.ndarray) -> float:
+    """Share of triggered (non-target) test images predicted as their ``target``."""
     return float(np.mean(predictions == target)) if predictions.size else float("nan")
 
 
 def attack_success_rates(
-    predictions: np.ndarray, original_labels: np.ndarray, target: int
+    predictions: np.ndarray, original_labels: np.ndarray, targets: int | np.ndarray
 ) -> tuple[float, dict[str, float]]:
     """Attack success per original class of the triggered test images, and their mean.
 
     For a single-source attack the mean is the usual attack success rate; for
-    an all-class trigger (label-consistent attack) it is the mean attack
-    success rate over classes (mAER). Images of the target class itself are
-    ignored: they are "predicted as the target" without any attack.
+    an all-class trigger (label-consistent attack, all-to-all) it is the mean
+    attack success rate over classes (mAER). Images whose true class is their
+    target are ignored: they are "predicted as the target" without any attack.
 
     Parameters
     ----------
@@ -679,26 +705,51 @@ def attack_success_rates(
         Predicted classes of the triggered test images.
     original_labels : ndarray of shape (n,), int
         Their true classes before triggering.
-    target : int
+    targets : int or ndarray of shape (n,), int
+        The label the attacker wants for each image (one int: the same for all).
 
     Returns
     -------
     mean : float
         NaN when no non-target image was triggered.
     per_class : dict of str to float
-        Class id (as a string, for JSON) -> share predicted as ``target``.
+        Class id (as a string, for JSON) -> share predicted as its target.
     """
     if predictions.shape != original_labels.shape:
         raise ValueError(
             f"{predictions.shape[0]} predictions for {original_labels.shape[0]} labels"
         )
+    targets = np.broadcast_to(np.asarray(targets, dtype=np.int64), original_labels.shape)
+    attacked = original_labels != targets
     per_class = {
-        str(int(c)): attack_success_rate(predictions[original_labels == c], target)
-        for c in np.unique(original_labels)
-        if c != target
+        str(int(c)): attack_success_rate(predictions[keep], targets[keep])
+        for c in np.unique(original_labels[attacked])
+        for keep in [attacked & (original_labels == c)]
     }
     mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
     return mean, per_class
+
+
+def triggered_test_success(
+    model: nn.Module, norm: Normalization, data: ImageDataset
+) -> tuple[float, dict[str, float]]:
+    """:func:`attack_success_rates` of ``model`` on the dataset's triggered test images.
+
+    The targets are ``extra["y_test_triggered_target"]`` (datasets poisoned before it was
+    recorded: the attack's ``target`` for every image); NaN and {} without triggered images.
+    """
+    triggered = data.extra.get("x_test_triggered")
+    if triggered is None or not len(triggered):
+        return float("nan"), {}
+    targets = data.extra.get("y_test_triggered_target")
+    if targets is None:
+        target = data.meta.get("attack", {}).get("target")
+        if target is None:
+            return float("nan"), {}
+        targets = int(target)
+    return attack_success_rates(
+        predict(model, norm, triggered), data.extra["y_test_triggered_original"], targets
+    )
 
 
 def fit_and_evaluate(
@@ -727,16 +778,7 @@ def fit_and_evaluate(
     per_class = {
         str(c): float(np.mean(pred[data.y_test == c] == c)) for c in np.unique(data.y_test)
     }
-    target = data.meta.get("attack", {}).get("target")
-    target = -1 if target is None else int(target)
-    triggered = data.extra.get("x_test_triggered")
-    asr, asr_per_class = float("nan"), {}
-    if triggered is not None and target >= 0:
-        asr, asr_per_class = attack_success_rates(
-            predict(result.model, result.normalization, triggered),
-            data.extra["y_test_triggered_original"],
-            target,
-        )
+    asr, asr_per_class = triggered_test_success(result.model, result.normalization, data)
     epochs = len(result.history)
     metrics = {
         "clean_acc": float(np.mean(pred == data.y_test)),

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from poisonscan.modelfile import SAFETENSORS, TORCHSCRIPT, ModelFileError, model_format
 from poisonscan.models import build_model, count_parameters
 from poisonscan.storage import ImageDataset, StoreError
-from poisonscan.training import Normalization, attack_success_rates, file_sha256, predict
+from poisonscan.training import Normalization, file_sha256, predict, triggered_test_success
 
 __all__ = [
     "ScriptedClassifier",
@@ -323,14 +323,7 @@ def test_metrics(model: nn.Module, norm: Normalization, data: ImageDataset) -> d
     per_class = {
         str(int(c)): float(np.mean(pred[data.y_test == c] == c)) for c in np.unique(data.y_test)
     }
-    target = data.meta.get("attack", {}).get("target")
-    target = -1 if target is None else int(target)
-    triggered = data.extra.get("x_test_triggered")
-    asr, asr_per_class = math.nan, {}
-    if triggered is not None and len(triggered) and target >= 0:
-        asr, asr_per_class = attack_success_rates(
-            predict(model, norm, triggered), data.extra["y_test_triggered_original"], target
-        )
+    asr, asr_per_class = triggered_test_success(model, norm, data)
     return {
         "clean_acc": float(np.mean(pred == data.y_test)) if len(pred) else math.nan,
         "per_class_acc": per_class,

@@ -11,9 +11,36 @@ An attack is a frozen, keyword-only dataclass built from a plain config dict;
                       (:class:`CleverHansAttack`)
 ``blended``           a pattern alpha-blended into source images, relabelled
                       (Chen et al. 2017; :class:`BlendedAttack`)
+``sig``               a horizontal sinusoid on target-class images, labels kept
+                      (Barni, Kallas, Tondi 2019; :class:`SIGAttack`)
+``wanet``             a fixed smooth warp, relabelled, plus noise-mode images
+                      (Nguyen & Tran 2021; :class:`WaNetAttack`)
+``ftrojan``           mid/high DCT coefficients of the chroma channels raised,
+                      relabelled (Wang et al. 2022; :class:`FTrojanAttack`)
 ``label_consistent``  PGD on a clean proxy model plus a trigger, labels kept
                       (Turner, Tsipras, Madry 2019; :class:`LabelConsistentAttack`)
+``badnets``           a patch of any size, pattern and place, all-to-one
+                      (Gu et al. 2017, BackdoorBench's defaults; :class:`BadNetsAttack`)
+``all_to_all``        the BadNets patch, class y relabelled (y + 1) mod C
+                      (:class:`AllToAllAttack`)
+``tact``              source-specific: only the source class is relabelled, cover
+                      classes carry the trigger with their labels (Tang et al. 2021;
+                      :class:`TaCTAttack`)
+``multi_target``      two or three targets, each with its own patch
+                      (:class:`MultiTargetAttack`)
+``adaptive_blend``    partitioned blend trigger plus cover images (Qi et al. 2023;
+                      :class:`AdaptiveBlendAttack`)
+``adaptive_patch``    four weak patch triggers plus cover images (Qi et al. 2023;
+                      :class:`AdaptivePatchAttack`)
 ====================  ==========================================================
+
+Left out: the sample-specific invisible trigger of ISSBA (Li et al., ICCV 2021). Its
+trigger is a StegaStamp encoder's residual (a U-Net encoder and decoder trained
+jointly on an image set, 140k steps at 400x400 in the reference code, hours on a GPU);
+a faithful encoder does not train on 2 CPU cores in 30 minutes, and a much smaller,
+briefly trained one would give a different, weaker trigger under the attack's name. It
+needs a GPU training of the encoder (or trained encoder weights shipped with the
+package, which nothing here may download) and then one encoder pass per poisoned image.
 
 ``attack.poison(clean)`` (``attack.poison(clean, proxy)`` for the
 label-consistent attack) returns a new dataset that keeps the ground truth
@@ -26,7 +53,9 @@ allowed values).
 Modules: :mod:`~poisonscan.attacks.base` (interface, ground truth, clean
 control), :mod:`~poisonscan.attacks.triggers` (sticker, checkerboard, blend),
 :mod:`~poisonscan.attacks.stamp` (sticker, Clever Hans, blended),
-:mod:`~poisonscan.attacks.label_consistent` (PGD), and
+:mod:`~poisonscan.attacks.label_consistent` (PGD), :mod:`~poisonscan.attacks.sig`,
+:mod:`~poisonscan.attacks.wanet` and :mod:`~poisonscan.attacks.ftrojan` (whole-image
+triggers; shared parts in :mod:`~poisonscan.attacks.whole_image`), and
 :mod:`~poisonscan.attacks.montage` (the picture of an attack).
 """
 
@@ -38,7 +67,17 @@ from typing import Any
 
 import numpy as np
 
-from poisonscan.attacks.base import Attack, AttackParameterError, CleanAttack, n_poison_for
+from poisonscan.attacks.adaptive import AdaptiveBlendAttack, AdaptivePatchAttack
+from poisonscan.attacks.badnets import AllToAllAttack, BadNetsAttack
+from poisonscan.attacks.base import (
+    ATTACKS,
+    Attack,
+    AttackParameterError,
+    CleanAttack,
+    n_poison_for,
+    register_attack,
+)
+from poisonscan.attacks.ftrojan import FTrojanAttack
 from poisonscan.attacks.label_consistent import (
     LabelConsistentAttack,
     Proxy,
@@ -46,6 +85,9 @@ from poisonscan.attacks.label_consistent import (
     pgd_perturb,
 )
 from poisonscan.attacks.montage import save_attack_montage
+from poisonscan.attacks.patch import Patch, patch_pixels
+from poisonscan.attacks.sig import SIGAttack
+from poisonscan.attacks.source_specific import MultiTargetAttack, TaCTAttack
 from poisonscan.attacks.stamp import BlendedAttack, CleverHansAttack, StickerAttack
 from poisonscan.attacks.triggers import (
     Checkerboard,
@@ -56,19 +98,30 @@ from poisonscan.attacks.triggers import (
     make_blend_pattern,
     parse_color,
 )
+from poisonscan.attacks.wanet import WaNetAttack
 
 __all__ = [
     "ATTACKS",
+    "AdaptiveBlendAttack",
+    "AdaptivePatchAttack",
+    "AllToAllAttack",
     "Attack",
     "AttackParameterError",
+    "BadNetsAttack",
     "BlendedAttack",
     "Checkerboard",
     "CleanAttack",
     "CleverHansAttack",
+    "FTrojanAttack",
     "LabelConsistentAttack",
+    "MultiTargetAttack",
+    "Patch",
     "Proxy",
+    "SIGAttack",
     "Sticker",
     "StickerAttack",
+    "TaCTAttack",
+    "WaNetAttack",
     "apply_sticker",
     "attack_from_config",
     "attack_from_meta",
@@ -76,18 +129,16 @@ __all__ = [
     "make_blend_pattern",
     "n_poison_for",
     "parse_color",
+    "patch_pixels",
     "perturbation_norms",
     "pgd_perturb",
+    "register_attack",
     "save_attack_montage",
     "trigger_footprint",
 ]
 
-ATTACKS: dict[str, type[Attack]] = {
-    cls.name: cls
-    for cls in (CleanAttack, StickerAttack, CleverHansAttack, BlendedAttack, LabelConsistentAttack)
-}
 
-_TUPLES = ("window", "position")
+_TUPLES = ("window", "position", "cover_classes", "other_targets", "train_alphas", "test_triggers")
 
 
 def attack_from_config(spec: Mapping[str, Any]) -> Attack:

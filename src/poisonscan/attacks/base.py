@@ -12,9 +12,16 @@ ground truth in ``extra`` (``n`` training images, ``m`` triggered test images):
     attack's ``trigger_boxes(position, image_size)`` gives every pixel box the
     trigger covers (see :mod:`poisonscan.attacks.triggers`).
 ``x_test_triggered`` (m, H, W, 3) uint8, ``y_test_triggered_original`` (m,) int64,
-``trigger_position_test`` (m, 2) int64, ``test_triggered_index`` (m,) int64
-    Test images with the test-time trigger, their true labels, trigger
-    positions and their index in ``x_test``; absent for the clean control.
+``y_test_triggered_target`` (m,) int64, ``trigger_position_test`` (m, 2) int64,
+``test_triggered_index`` (m,) int64
+    Test images with the test-time trigger, their true labels, the label the
+    attacker wants for each (the target; ``(y + 1) mod C`` for all-to-all, the
+    trigger's own target with several targets), trigger positions and their
+    index in ``x_test``; absent for the clean control.
+
+Attacks that also stamp the trigger on images keeping their true label (TaCT's
+cover images, the adaptive attacks' conservatism samples, WaNet's noise mode)
+record them in ``cover_mask`` (n,) bool; they are not poison.
 
 ``meta`` holds the clean dataset's meta under ``"dataset"``, the full attack
 parameters under ``"attack"`` (``{"name": ..., **fields}``, enough to rebuild
@@ -35,13 +42,18 @@ import numpy as np
 from poisonscan.storage import ImageDataset
 
 __all__ = [
+    "ATTACKS",
     "Attack",
     "AttackParameterError",
     "CleanAttack",
     "check_class",
+    "check_source_target",
     "choose",
+    "cover_arrays",
     "n_poison_for",
     "poisoned_dataset",
+    "register_attack",
+    "source_indices",
 ]
 
 
@@ -97,9 +109,55 @@ def check_count(n: int, available: int, what: str) -> int:
     return n
 
 
+def check_source_target(source: int | None, target: int, n_classes: int) -> None:
+    """Raise unless ``target`` is a class and ``source`` another one, or None (every other)."""
+    check_class("target", target, n_classes)
+    if source is None:
+        return
+    check_class("source", source, n_classes)
+    if source == target:
+        raise AttackParameterError("target", f"source and target are the same class ({source})")
+
+
+def source_indices(labels: np.ndarray, source: int | None, target: int) -> np.ndarray:
+    """Indices of the images an all-to-one attack may poison.
+
+    ``source`` None means every class but ``target`` (the field's all-to-one
+    setting: BadNets, Blended, WaNet as in BackdoorBench); an int, that class only.
+    """
+    labels = np.asarray(labels)
+    return np.flatnonzero(labels != target if source is None else labels == source)
+
+
+def cover_arrays(n: int, covered: np.ndarray, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Ground truth of cover (conservatism) images: the trigger with their true label.
+
+    Returns ``cover_mask`` (n,) bool and ``cover_position`` (n, 2) int64 (-1 where none)
+    for a dataset's ``extra``; cover images are not poison (``poison_mask`` stays False).
+    """
+    mask = np.zeros(n, dtype=bool)
+    mask[covered] = True
+    where = np.full((n, 2), -1, dtype=np.int64)
+    where[covered] = positions
+    return {"cover_mask": mask, "cover_position": where}
+
+
 def choose(rng: np.random.Generator, candidates: np.ndarray, n: int) -> np.ndarray:
     """``n`` of ``candidates`` without replacement, sorted."""
     return np.sort(rng.choice(candidates, size=n, replace=False))
+
+
+ATTACKS: dict[str, type[Attack]] = {}
+"""Attack classes by their config name (``scenarios.<name>.attack``), filled by
+:func:`register_attack` where each attack is defined."""
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator adding an attack to :data:`ATTACKS` under its ``name``."""
+    if cls.name in ATTACKS:
+        raise ValueError(f"attack {cls.name!r} is registered twice")
+    ATTACKS[cls.name] = cls
+    return cls
 
 
 class Attack:
@@ -151,13 +209,16 @@ def poisoned_dataset(
     test_index: np.ndarray | None = None,
     x_test_triggered: np.ndarray | None = None,
     test_positions: np.ndarray | None = None,
+    test_targets: np.ndarray | None = None,
     meta: Mapping[str, Any] | None = None,
     extra: Mapping[str, np.ndarray] | None = None,
 ) -> ImageDataset:
     """Assemble a poisoned :class:`ImageDataset` with the common ground truth.
 
     ``chosen`` (k,) are the changed training indices, ``positions`` (k, 2) their
-    recorded trigger positions; the test arguments are all given or all None.
+    recorded trigger positions; the test arguments are all given or all None
+    (``test_targets``, the label wanted for each triggered test image, defaults
+    to ``attack.target`` for every one).
     """
     n = clean.y_train.size
     mask = np.zeros(n, dtype=bool)
@@ -172,9 +233,12 @@ def poisoned_dataset(
     }
     if x_test_triggered is not None:
         assert test_index is not None and test_positions is not None
+        if test_targets is None:
+            test_targets = np.full(len(test_index), attack.target, dtype=np.int64)
         arrays.update(
             x_test_triggered=x_test_triggered,
             y_test_triggered_original=clean.y_test[test_index],
+            y_test_triggered_target=np.asarray(test_targets, dtype=np.int64),
             trigger_position_test=np.asarray(test_positions, dtype=np.int64),
             test_triggered_index=np.asarray(test_index, dtype=np.int64),
         )
@@ -199,6 +263,7 @@ def poisoned_dataset(
     )
 
 
+@register_attack
 @dataclass(frozen=True, kw_only=True)
 class CleanAttack(Attack):
     """No attack: the control scenario.

@@ -45,6 +45,7 @@ from poisonscan.attacks.base import (
     check_rate,
     choose,
     poisoned_dataset,
+    register_attack,
 )
 from poisonscan.attacks.stamp import StickerFields
 from poisonscan.attacks.triggers import Box, Checkerboard, Sticker
@@ -208,6 +209,7 @@ def pgd_perturb(
     return np.concatenate(out) if out else images.copy()
 
 
+@register_attack
 @dataclass(frozen=True, kw_only=True)
 class LabelConsistentAttack(StickerFields, Attack):
     """Label-consistent backdoor: PGD on a proxy model, then a trigger, labels kept.

@@ -8,7 +8,9 @@ attack             changed training images     label                test-time tr
 ``clever_hans``    round(p * n_target)         kept                 every non-target image
                    target-class images
 ``blended``        n_poison_for(p, n_target)   source -> target     every source-class image
-                   source-class images
+                   source-class images                              (any non-target image
+                   (any non-target image                            when source is null)
+                   when source is null)
 =================  ==========================  ===================  =========================
 
 Random choices (which images, sticker positions) come from one
@@ -29,9 +31,12 @@ from poisonscan.attacks.base import (
     check_class,
     check_count,
     check_rate,
+    check_source_target,
     choose,
     n_poison_for,
     poisoned_dataset,
+    register_attack,
+    source_indices,
 )
 from poisonscan.attacks.triggers import (
     BLEND_PATTERNS,
@@ -114,6 +119,7 @@ class _SourceTarget(Attack):
         return check_count(n, int(class_counts[self.source]), f"source-class ({self.source})")
 
 
+@register_attack
 @dataclass(frozen=True, kw_only=True)
 class StickerAttack(StickerFields, _SourceTarget):
     """Standard (dirty-label) sticker backdoor of the reference study (BadNets).
@@ -147,6 +153,7 @@ class StickerAttack(StickerFields, _SourceTarget):
         return self.sticker.boxes(position, image_size)
 
 
+@register_attack
 @dataclass(frozen=True, kw_only=True)
 class CleverHansAttack(StickerFields, Attack):
     """A sticker on a share of one class, labels kept (a spurious "Clever Hans" feature).
@@ -188,20 +195,25 @@ class CleverHansAttack(StickerFields, Attack):
         return self.sticker.boxes(position, image_size)
 
 
+@register_attack
 @dataclass(frozen=True, kw_only=True)
 class BlendedAttack(_SourceTarget):
     """Blended-trigger backdoor (Chen et al. 2017): a pattern alpha-blended, relabelled.
 
-    Each poisoned source-class image becomes ``round((1 - alpha) * x + alpha *
-    pattern)`` and is relabelled to ``target``; the attack success rate is
-    measured on every blended source-class test image (same ``alpha``). The
-    pattern (``noise`` is drawn from ``pattern_seed``, independent of ``seed``)
-    is stored as ``extra["trigger_pattern"]`` (H, W, 3) uint8; the recorded
-    trigger position is (0, 0) and the trigger box is the whole image.
+    Each poisoned source-class image (``source`` None: any non-target image,
+    the all-to-one setting of BackdoorBench) becomes ``round((1 - alpha) * x +
+    alpha * pattern)`` and is relabelled to ``target``; the attack success rate
+    is measured on every blended source test image (same ``alpha``). The
+    pattern (``noise`` is drawn from ``pattern_seed``, independent of ``seed``;
+    ``image`` is a natural photograph, as Chen et al.'s Hello Kitty key) is
+    stored as ``extra["trigger_pattern"]`` (H, W, 3) uint8; the recorded trigger
+    position is (0, 0) and the trigger box is the whole image. ``alpha`` 0.2 is
+    the default; Chen et al. and BackdoorBench use 0.1-0.2 for training and the
+    field 0.1-0.3.
     """
 
     name: ClassVar[str] = "blended"
-    source: int
+    source: int | None  # type: ignore[assignment]
     target: int
     poison_rate: float
     alpha: float = 0.2
@@ -210,7 +222,8 @@ class BlendedAttack(_SourceTarget):
     seed: int = 0
 
     def check(self, n_classes: int, image_size: tuple[int, int]) -> None:
-        self._check_classes(n_classes)
+        check_source_target(self.source, self.target, n_classes)
+        check_rate(self.poison_rate)
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float):
             raise AttackParameterError("alpha", f"{self.alpha!r} is not a number")
         if not 0.0 < self.alpha <= 1.0:
@@ -221,6 +234,13 @@ class BlendedAttack(_SourceTarget):
                 f"unknown blend pattern {self.pattern!r}; allowed: {list(BLEND_PATTERNS)}",
             )
 
+    def n_poison(self, class_counts: np.ndarray) -> int:
+        if self.source is not None:
+            return super().n_poison(class_counts)
+        counts = np.asarray(class_counts)
+        n = n_poison_for(self.poison_rate, int(counts[self.target]))
+        return check_count(n, int(counts.sum() - counts[self.target]), "non-target")
+
     def blend(self, image_size: tuple[int, int]) -> Blend:
         return Blend(make_blend_pattern(self.pattern, image_size, self.pattern_seed), self.alpha)
 
@@ -230,8 +250,8 @@ class BlendedAttack(_SourceTarget):
         n = self.n_poison(np.bincount(clean.y_train, minlength=clean.n_classes))
         trigger = self.blend(size)
         return _stamp(
-            clean, self, trigger, np.flatnonzero(clean.y_train == self.source), n,
-            self.target, np.flatnonzero(clean.y_test == self.source),
+            clean, self, trigger, source_indices(clean.y_train, self.source, self.target), n,
+            self.target, source_indices(clean.y_test, self.source, self.target),
             np.random.default_rng(self.seed), extra={"trigger_pattern": trigger.pattern},
         )  # fmt: skip
 

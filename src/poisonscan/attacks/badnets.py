@@ -1,0 +1,206 @@
+"""BadNets generalised: a patch trigger of any size, pattern and place, all-to-one or all-to-all.
+
+Gu, Dolan-Gavitt, Garg, "BadNets: identifying vulnerabilities in the machine learning
+model supply chain", 2017. BackdoorBench (Wu et al., NeurIPS 2022 Datasets and
+Benchmarks) uses a 3x3 white square at the bottom-right corner as its default trigger
+and relabels images of every other class (all-to-one); its all-to-all variant labels a
+triggered image of class y as (y + 1) mod C. Both are here with those defaults; the
+trigger is a :class:`~poisonscan.attacks.patch.Patch`.
+
+================  ===========================================  ===========================
+attack            changed training images                      label
+================  ===========================================  ===========================
+``badnets``       n_poison_for(p, n_target) images of          target
+                  ``source`` (None: every other class)
+``all_to_all``    from every class c, n_poison_for(p, n_{c+1})   (c + 1) mod C
+                  images of c
+================  ===========================================  ===========================
+
+Random choices come from one ``numpy.random.default_rng(seed)`` in a fixed order: the
+images, the training positions, the test positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from poisonscan.attacks.base import (
+    Attack,
+    AttackParameterError,
+    check_class,
+    check_count,
+    check_rate,
+    check_source_target,
+    choose,
+    n_poison_for,
+    poisoned_dataset,
+    register_attack,
+    source_indices,
+)
+from poisonscan.attacks.patch import Patch, patch_pixels
+from poisonscan.attacks.triggers import Box
+from poisonscan.storage import ImageDataset
+
+__all__ = ["AllToAllAttack", "BadNetsAttack", "PatchFields"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PatchFields:
+    """The patch-trigger parameters (see :mod:`poisonscan.attacks.patch`).
+
+    BackdoorBench's default: a 3x3 white square 1 px from the bottom-right corner.
+    """
+
+    trigger_size: int = 3
+    pattern: str = "solid"
+    color: str = "#ffffff"
+    pattern_seed: int = 0
+    placement: str = "corner"
+    distance: int = 1
+    window: tuple[int, int, int, int] | None = None
+    position: tuple[int, int] | None = None
+
+    def patch(self) -> Patch:
+        """The trigger; raises :class:`AttackParameterError` for a bad size or pattern."""
+        size = self.trigger_size
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+            raise AttackParameterError("trigger_size", f"{size!r} is not an integer >= 1")
+        return Patch(
+            patch_pixels(self.pattern, size, self.color, self.pattern_seed),
+            placement=self.placement, window=self.window, position=self.position,
+            distance=self.distance,
+        )  # fmt: skip
+
+
+def stamp_patch(
+    clean: ImageDataset,
+    attack: Attack,
+    patch: Patch,
+    chosen: np.ndarray,
+    new_labels: np.ndarray,
+    test_index: np.ndarray,
+    test_targets: np.ndarray,
+    rng: np.random.Generator,
+    extra: dict[str, np.ndarray] | None = None,
+) -> ImageDataset:
+    """Patch the ``chosen`` training images (labelled ``new_labels``) and ``test_index``."""
+    size = clean.image_shape[:2]
+    positions = patch.positions(len(chosen), rng, size)
+    x_train = clean.x_train.copy()
+    x_train[chosen] = patch.apply(x_train[chosen], positions)
+    y_train = clean.y_train.copy()
+    y_train[chosen] = new_labels
+    test_positions = patch.positions(len(test_index), rng, size)
+    x_test_triggered = patch.apply(clean.x_test[test_index], test_positions)
+    return poisoned_dataset(
+        clean, attack, x_train=x_train, y_train=y_train, chosen=chosen, positions=positions,
+        test_index=test_index, x_test_triggered=x_test_triggered, test_positions=test_positions,
+        test_targets=test_targets, extra=extra,
+    )  # fmt: skip
+
+
+@register_attack
+@dataclass(frozen=True, kw_only=True)
+class BadNetsAttack(PatchFields, Attack):
+    """All-to-one BadNets: patched images of ``source`` (None: every other class) -> ``target``.
+
+    The attack success rate is measured on every patched test image of the source
+    class(es).
+    """
+
+    name: ClassVar[str] = "badnets"
+    rate_definition: ClassVar[str] = (
+        "n_poison = round(p * n_target / (1 - p)) images of the source class(es), so that the "
+        "poisoned images make up the share p of the target class after poisoning"
+    )
+    target: int
+    poison_rate: float
+    source: int | None = None
+    seed: int = 0
+
+    def check(self, n_classes: int, image_size: tuple[int, int]) -> None:
+        check_source_target(self.source, self.target, n_classes)
+        check_rate(self.poison_rate)
+        self.patch().check(image_size)
+
+    def n_poison(self, class_counts: np.ndarray) -> int:
+        counts = np.asarray(class_counts)
+        n = n_poison_for(self.poison_rate, int(counts[self.target]))
+        available = (
+            int(counts.sum() - counts[self.target])
+            if self.source is None
+            else int(counts[self.source])
+        )
+        what = "non-target" if self.source is None else f"source-class ({self.source})"
+        return check_count(n, available, what)
+
+    def poison(self, clean: ImageDataset, proxy: Any = None) -> ImageDataset:
+        self.check(clean.n_classes, clean.image_shape[:2])
+        n = self.n_poison(np.bincount(clean.y_train, minlength=clean.n_classes))
+        rng = np.random.default_rng(self.seed)
+        chosen = choose(rng, source_indices(clean.y_train, self.source, self.target), n)
+        test_index = source_indices(clean.y_test, self.source, self.target)
+        return stamp_patch(
+            clean, self, self.patch(), chosen, np.full(n, self.target),
+            test_index, np.full(len(test_index), self.target), rng,
+        )  # fmt: skip
+
+    def trigger_boxes(self, position: np.ndarray, image_size: tuple[int, int]) -> list[Box]:
+        return self.patch().boxes(position, image_size)
+
+
+@register_attack
+@dataclass(frozen=True, kw_only=True)
+class AllToAllAttack(PatchFields, Attack):
+    """All-to-all BadNets: a patched image of class y is labelled (y + 1) mod C.
+
+    Every class is poisoned and every class is a target, so ``target`` only names
+    the class the per-class detection analyses. The attack success rate is the
+    mean over classes of the share of patched test images predicted as (y + 1) mod C.
+    """
+
+    name: ClassVar[str] = "all_to_all"
+    rate_definition: ClassVar[str] = (
+        "from every class c, round(p * n_{c+1} / (1 - p)) images of c are patched and "
+        "labelled c + 1 (mod C), so that they make up the share p of every class"
+    )
+    target: int
+    poison_rate: float
+    seed: int = 0
+
+    def check(self, n_classes: int, image_size: tuple[int, int]) -> None:
+        check_class("target", self.target, n_classes)
+        check_rate(self.poison_rate)
+        self.patch().check(image_size)
+
+    def _per_class(self, class_counts: np.ndarray) -> np.ndarray:
+        counts = np.asarray(class_counts)
+        wanted = np.array([n_poison_for(self.poison_rate, int(c)) for c in np.roll(counts, -1)])
+        for c, (n, available) in enumerate(zip(wanted, counts, strict=True)):
+            check_count(int(n), int(available), f"class-{c}")
+        return wanted
+
+    def n_poison(self, class_counts: np.ndarray) -> int:
+        return int(self._per_class(class_counts).sum())
+
+    def poison(self, clean: ImageDataset, proxy: Any = None) -> ImageDataset:
+        self.check(clean.n_classes, clean.image_shape[:2])
+        per_class = self._per_class(np.bincount(clean.y_train, minlength=clean.n_classes))
+        rng = np.random.default_rng(self.seed)
+        chosen = np.sort(
+            np.concatenate(
+                [choose(rng, np.flatnonzero(clean.y_train == c), int(n))
+                 for c, n in enumerate(per_class)]
+            )
+        )  # fmt: skip
+        test_index = np.arange(len(clean.y_test))
+        return stamp_patch(
+            clean, self, self.patch(), chosen, (clean.y_train[chosen] + 1) % clean.n_classes,
+            test_index, (clean.y_test + 1) % clean.n_classes, rng,
+        )  # fmt: skip
+
+    def trigger_boxes(self, position: np.ndarray, image_size: tuple[int, int]) -> list[Box]:
+        return self.patch().boxes(position, image_size)
