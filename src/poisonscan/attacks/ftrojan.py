@@ -17,8 +17,11 @@ the chrominance channels, invisible to the eye:
 Defaults are the paper's for 32 x 32 images (CIFAR-10, GTSRB): ``window_size``
 32 (the whole image is one block), ``positions`` (15, 15) (mid frequency) and
 (31, 31) (high frequency), ``magnitude`` 30, on the U and V (chroma) channels.
-As recalled from the paper and its code (``SoftWang/FTrojan``); no source
-could be consulted when this was written. Unlike the authors' code we convert
+The procedure follows the authors' code (``SoftWiser-group/FTrojan``, ``data.py``:
+``poison_frequency``, every block of the chosen channels); the default positions and
+magnitude could not be checked against it (its parameters live outside that file).
+BackdoorBench's ``config/attack/Ft_Trojan/cifar10.yaml`` uses window 32, the single
+position (31, 31) and magnitude 50: set ``positions`` and ``magnitude`` for that. Unlike the authors' code we convert
 colour spaces in floating point, without rounding to uint8 in between.
 
 Each coefficient of the orthonormal DCT is a basis image of peak amplitude at

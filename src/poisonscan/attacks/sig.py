@@ -18,8 +18,9 @@ used there for training and test). Barni et al. train with a weaker signal
 stronger one at test time, where it need not be hidden: set ``delta`` 20 and a
 larger ``test_delta`` for that protocol. The column index starts at 0 as in
 BackdoorBench's ``sigTriggerAttack`` (the paper counts from 1: a shift of one
-column). These values are as recalled from the paper and BackdoorBench's
-default configuration; no source could be consulted when this was written.
+column). BackdoorBench's ``config/attack/sig/default.yaml`` (commit 59f6cda) sets
+``sig_delta: 40`` and ``sig_f: 6``; the authors' sinusoid in the FTrojan code
+(``poison_sin_one``) uses delta 20, f 6, column from 0.
 
 ``poison_rate`` is the share of the target class that carries the signal:
 ``n_poison = round(p * n_target)`` (as for the other clean-label attacks here;
