@@ -55,7 +55,9 @@ control), :mod:`~poisonscan.attacks.triggers` (sticker, checkerboard, blend),
 :mod:`~poisonscan.attacks.stamp` (sticker, Clever Hans, blended),
 :mod:`~poisonscan.attacks.label_consistent` (PGD), :mod:`~poisonscan.attacks.sig`,
 :mod:`~poisonscan.attacks.wanet` and :mod:`~poisonscan.attacks.ftrojan` (whole-image
-triggers; shared parts in :mod:`~poisonscan.attacks.whole_image`), and
+triggers), :mod:`~poisonscan.attacks.badnets` (BadNets all-to-one and all-to-all),
+:mod:`~poisonscan.attacks.source_specific` (TaCT, several targets),
+:mod:`~poisonscan.attacks.adaptive` (Adaptive-Blend, Adaptive-Patch) and
 :mod:`~poisonscan.attacks.montage` (the picture of an attack).
 """
 
@@ -85,18 +87,19 @@ from poisonscan.attacks.label_consistent import (
     pgd_perturb,
 )
 from poisonscan.attacks.montage import save_attack_montage
-from poisonscan.attacks.patch import Patch, patch_pixels
 from poisonscan.attacks.sig import SIGAttack
 from poisonscan.attacks.source_specific import MultiTargetAttack, TaCTAttack
 from poisonscan.attacks.stamp import BlendedAttack, CleverHansAttack, StickerAttack
 from poisonscan.attacks.triggers import (
     Checkerboard,
+    Patch,
     Sticker,
     apply_sticker,
     boxes_to_mask,
     checkerboard_pattern,
     make_blend_pattern,
     parse_color,
+    patch_pixels,
 )
 from poisonscan.attacks.wanet import WaNetAttack
 

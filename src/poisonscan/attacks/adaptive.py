@@ -37,6 +37,7 @@ from poisonscan.attacks.base import (
     AttackParameterError,
     check_class,
     check_count,
+    check_number,
     check_rate,
     choose,
     cover_arrays,
@@ -44,26 +45,16 @@ from poisonscan.attacks.base import (
     poisoned_dataset,
     register_attack,
 )
-from poisonscan.attacks.patch import Patch, patch_pixels
-from poisonscan.attacks.triggers import BLEND_PATTERNS, Box, make_blend_pattern
+from poisonscan.attacks.triggers import (
+    BLEND_PATTERNS,
+    Box,
+    Patch,
+    make_blend_pattern,
+    patch_pixels,
+)
 from poisonscan.storage import ImageDataset
 
 __all__ = ["AdaptiveBlendAttack", "AdaptivePatchAttack", "piece_masks"]
-
-
-def _check_fraction(key: str, value: object, low_open: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AttackParameterError(key, f"{value!r} is not a number")
-    if not (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0):
-        interval = "(0, 1]" if low_open else "[0, 1]"
-        raise AttackParameterError(key, f"{value} is outside the range {interval}")
-    return float(value)
-
-
-def _check_cover_ratio(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise AttackParameterError("cover_ratio", f"{value!r} is not a number >= 0")
-    return float(value)
 
 
 def piece_masks(
@@ -141,10 +132,10 @@ class AdaptiveBlendAttack(_Adaptive):
     def check(self, n_classes: int, image_size: tuple[int, int]) -> None:
         check_class("target", self.target, n_classes)
         check_rate(self.poison_rate)
-        _check_cover_ratio(self.cover_ratio)
-        _check_fraction("alpha", self.alpha)
-        _check_fraction("test_alpha", self.test_alpha)
-        _check_fraction("mask_rate", self.mask_rate, low_open=False)
+        check_number("cover_ratio", self.cover_ratio, low=0.0)
+        check_number("alpha", self.alpha, 0.0, 1.0, low_open=True)
+        check_number("test_alpha", self.test_alpha, 0.0, 1.0, low_open=True)
+        check_number("mask_rate", self.mask_rate, 0.0, 1.0)
         if self.pattern not in BLEND_PATTERNS:
             raise AttackParameterError(
                 "pattern",
@@ -242,11 +233,11 @@ class AdaptivePatchAttack(_Adaptive):
     def check(self, n_classes: int, image_size: tuple[int, int]) -> None:
         check_class("target", self.target, n_classes)
         check_rate(self.poison_rate)
-        _check_cover_ratio(self.cover_ratio)
+        check_number("cover_ratio", self.cover_ratio, low=0.0)
         if len(self.train_alphas) != 4:
             raise AttackParameterError("train_alphas", "needs one alpha per trigger (4)")
         for a in self.train_alphas:
-            _check_fraction("train_alphas", a)
+            check_number("train_alphas", a, 0.0, 1.0, low_open=True)
         if not self.test_triggers or any(
             isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < 4
             for i in self.test_triggers

@@ -5,7 +5,7 @@ model supply chain", 2017. BackdoorBench (Wu et al., NeurIPS 2022 Datasets and
 Benchmarks) uses a 3x3 white square at the bottom-right corner as its default trigger
 and relabels images of every other class (all-to-one); its all-to-all variant labels a
 triggered image of class y as (y + 1) mod C. Both are here with those defaults; the
-trigger is a :class:`~poisonscan.attacks.patch.Patch`.
+trigger is a :class:`~poisonscan.attacks.triggers.Patch`.
 
 ================  ===========================================  ===========================
 attack            changed training images                      label
@@ -28,20 +28,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from poisonscan.attacks.base import (
+    AllToOne,
     Attack,
     AttackParameterError,
     check_class,
     check_count,
     check_rate,
-    check_source_target,
     choose,
     n_poison_for,
     poisoned_dataset,
     register_attack,
-    source_indices,
 )
-from poisonscan.attacks.patch import Patch, patch_pixels
-from poisonscan.attacks.triggers import Box
+from poisonscan.attacks.triggers import Box, Patch, patch_pixels
 from poisonscan.storage import ImageDataset
 
 __all__ = ["AllToAllAttack", "BadNetsAttack", "PatchFields"]
@@ -49,7 +47,7 @@ __all__ = ["AllToAllAttack", "BadNetsAttack", "PatchFields"]
 
 @dataclass(frozen=True, kw_only=True)
 class PatchFields:
-    """The patch-trigger parameters (see :mod:`poisonscan.attacks.patch`).
+    """The patch-trigger parameters (see :class:`poisonscan.attacks.triggers.Patch`).
 
     BackdoorBench's default: a 3x3 white square 1 px from the bottom-right corner.
     """
@@ -104,7 +102,7 @@ def stamp_patch(
 
 @register_attack
 @dataclass(frozen=True, kw_only=True)
-class BadNetsAttack(PatchFields, Attack):
+class BadNetsAttack(PatchFields, AllToOne):
     """All-to-one BadNets: patched images of ``source`` (None: every other class) -> ``target``.
 
     The attack success rate is measured on every patched test image of the source
@@ -112,37 +110,21 @@ class BadNetsAttack(PatchFields, Attack):
     """
 
     name: ClassVar[str] = "badnets"
-    rate_definition: ClassVar[str] = (
-        "n_poison = round(p * n_target / (1 - p)) images of the source class(es), so that the "
-        "poisoned images make up the share p of the target class after poisoning"
-    )
     target: int
     poison_rate: float
     source: int | None = None
     seed: int = 0
 
     def check(self, n_classes: int, image_size: tuple[int, int]) -> None:
-        check_source_target(self.source, self.target, n_classes)
-        check_rate(self.poison_rate)
+        self._check_classes(n_classes)
         self.patch().check(image_size)
-
-    def n_poison(self, class_counts: np.ndarray) -> int:
-        counts = np.asarray(class_counts)
-        n = n_poison_for(self.poison_rate, int(counts[self.target]))
-        available = (
-            int(counts.sum() - counts[self.target])
-            if self.source is None
-            else int(counts[self.source])
-        )
-        what = "non-target" if self.source is None else f"source-class ({self.source})"
-        return check_count(n, available, what)
 
     def poison(self, clean: ImageDataset, proxy: Any = None) -> ImageDataset:
         self.check(clean.n_classes, clean.image_shape[:2])
         n = self.n_poison(np.bincount(clean.y_train, minlength=clean.n_classes))
         rng = np.random.default_rng(self.seed)
-        chosen = choose(rng, source_indices(clean.y_train, self.source, self.target), n)
-        test_index = source_indices(clean.y_test, self.source, self.target)
+        chosen = choose(rng, self.candidates(clean.y_train), n)
+        test_index = self.candidates(clean.y_test)
         return stamp_patch(
             clean, self, self.patch(), chosen, np.full(n, self.target),
             test_index, np.full(len(test_index), self.target), rng,

@@ -21,8 +21,9 @@ The procedure follows the authors' code (``SoftWiser-group/FTrojan``, ``data.py`
 ``poison_frequency``, every block of the chosen channels); the default positions and
 magnitude could not be checked against it (its parameters live outside that file).
 BackdoorBench's ``config/attack/Ft_Trojan/cifar10.yaml`` uses window 32, the single
-position (31, 31) and magnitude 50: set ``positions`` and ``magnitude`` for that. Unlike the authors' code we convert
-colour spaces in floating point, without rounding to uint8 in between.
+position (31, 31) and magnitude 50: set ``positions`` and ``magnitude`` for that. Unlike
+the authors' code we convert colour spaces in floating point, without rounding to uint8
+in between.
 
 Each coefficient of the orthonormal DCT is a basis image of peak amplitude at
 most ``2 / window_size``, so the chroma change per pixel is at most
@@ -44,13 +45,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from poisonscan.attacks.base import (
+    AllToOne,
     AttackParameterError,
+    check_number,
     choose,
     poisoned_dataset,
     register_attack,
 )
-from poisonscan.attacks.triggers import Box
-from poisonscan.attacks.whole_image import AllToOne, check_number, whole_image_box
+from poisonscan.attacks.triggers import Box, whole_image_box
 from poisonscan.storage import ImageDataset
 
 __all__ = [

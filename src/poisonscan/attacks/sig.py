@@ -40,13 +40,13 @@ from poisonscan.attacks.base import (
     AttackParameterError,
     check_class,
     check_count,
+    check_number,
     check_rate,
     choose,
     poisoned_dataset,
     register_attack,
 )
-from poisonscan.attacks.triggers import Box
-from poisonscan.attacks.whole_image import check_number, whole_image_box
+from poisonscan.attacks.triggers import Box, whole_image_box
 from poisonscan.storage import ImageDataset
 
 __all__ = ["SIGAttack", "apply_sig", "sig_signal"]

@@ -28,6 +28,7 @@ from poisonscan.attacks.base import (
     AttackParameterError,
     check_class,
     check_count,
+    check_number,
     check_rate,
     check_source_target,
     choose,
@@ -36,20 +37,10 @@ from poisonscan.attacks.base import (
     poisoned_dataset,
     register_attack,
 )
-from poisonscan.attacks.patch import Patch, patch_pixels
-from poisonscan.attacks.triggers import Box
+from poisonscan.attacks.triggers import Box, Patch, patch_pixels
 from poisonscan.storage import ImageDataset
 
 __all__ = ["MultiTargetAttack", "TaCTAttack"]
-
-
-def _check_number(key: str, value: object, low: float, high: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AttackParameterError(key, f"{value!r} is not a number")
-    if value < low or (high is not None and value > high):
-        allowed = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise AttackParameterError(key, f"{value} is outside the allowed range {allowed}")
-    return float(value)
 
 
 @register_attack
@@ -88,7 +79,7 @@ class TaCTAttack(PatchFields, Attack):
                 raise AttackParameterError(
                     "cover_classes", f"class {c} is the source or the target"
                 )
-        _check_number("cover_ratio", self.cover_ratio, 0.0)
+        check_number("cover_ratio", self.cover_ratio, low=0.0)
         self.patch().check(image_size)
 
     def _cover_counts(self, n_poison: int) -> np.ndarray:

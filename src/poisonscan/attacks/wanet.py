@@ -38,13 +38,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from poisonscan.attacks.base import (
+    AllToOne,
     AttackParameterError,
+    check_number,
     choose,
     poisoned_dataset,
     register_attack,
 )
-from poisonscan.attacks.triggers import Box
-from poisonscan.attacks.whole_image import AllToOne, check_number, whole_image_box
+from poisonscan.attacks.triggers import Box, whole_image_box
 from poisonscan.storage import ImageDataset
 
 __all__ = ["WaNetAttack", "identity_grid", "warp", "warping_grid"]
