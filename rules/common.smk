@@ -5,6 +5,8 @@ from pathlib import Path
 from poisonscan.attacks import ATTACKS
 from poisonscan.codehash import code_hash
 from poisonscan.config import check_devices, load_schema, section, validate_config
+from poisonscan.datasets import DATASETS
+from poisonscan.datasets.content import content_fingerprint
 from poisonscan.detectors import DETECTORS
 from poisonscan.evaluate import format_table
 from poisonscan.experiments import expand_matrix
@@ -28,6 +30,14 @@ check_devices(
 )
 
 DATASET = config["dataset"]["name"]
+# A user's dataset (folder, npz) is named by its path only: the digest of its files is a
+# parameter of make_dataset, so that any edit of them reruns the audit (and nothing else
+# does). The built-in datasets have none (their runs keep their recorded parameters).
+DATASET_CONTENT = (
+    {"content": content_fingerprint(config["dataset"])}
+    if DATASETS[DATASET].user_data
+    else {}
+)
 # An audit of a user's dataset: one scenario ("audit") without attack or ground truth.
 AUDIT = config["audit"]
 SCENARIOS = sorted(config["scenarios"])

@@ -11,6 +11,8 @@ rule make_dataset:
     params:
         dataset=config["dataset"],
         code=code("data"),
+        # a user's dataset: the digest of its files, so that editing them reruns the audit
+        **DATASET_CONTENT,
     log:
         "results/logs/make_dataset/{dataset}.log",
     benchmark:

@@ -184,6 +184,72 @@ def test_the_users_config_replaces_the_shipped_scenarios(
     assert "sticker_p15_s3" not in out
 
 
+def test_the_fingerprint_follows_what_the_loader_reads(folder: Path, tmp_path: Path) -> None:
+    """Every edit of the folder changes the fingerprint; hidden files and a re-read do not."""
+    import os
+
+    from poisonscan.datasets.content import content_fingerprint
+
+    section = {"name": "folder", "path": str(folder)}
+    seen = {content_fingerprint(section)}
+    (folder / ".DS_Store").write_bytes(b"x")  # hidden: the loader ignores it
+    (folder / "class0" / ".thumb").write_bytes(b"x")
+    assert content_fingerprint(section) in seen
+    image = folder / "class0" / "000.png"
+    Image.open(image).rotate(90).save(image)  # an image rotated in place
+    os.utime(image, ns=(1, 1))  # even with an older time than before
+    edits = [
+        lambda: (folder / "class0" / "new.png").write_bytes(image.read_bytes()),  # added
+        lambda: (folder / "class0" / "new.png").rename(folder / "class8" / "new.png"),  # moved
+        lambda: (folder / "class11").mkdir(),  # a class added
+        lambda: (folder / "class8" / "new.png").unlink(),  # removed
+    ]
+    for edit in [lambda: None, *edits]:
+        edit()
+        new = content_fingerprint(section)
+        assert new not in seen
+        seen.add(new)
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=np.zeros((2, 8, 8, 3), np.uint8), y=np.arange(2))
+    before = content_fingerprint({"name": "npz", "path": str(npz)})
+    np.savez(npz, x=np.ones((2, 8, 8, 3), np.uint8), y=np.arange(2))
+    os.utime(npz, ns=(2, 2))
+    assert content_fingerprint({"name": "npz", "path": str(npz)}) != before
+
+
+@needs_audit
+def test_editing_the_folder_reruns_the_audit_and_nothing_else_does(
+    folder: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Problem 1 of issue 34: the same command after an edit of DIR answered "Nothing to be
+    done" and kept the old verdicts. The dataset file (which every audit rule reads) is built,
+    then planned again only after the folder changed, and then holds the new class."""
+    from poisonscan.storage import read_dataset
+
+    out = tmp_path / "out"
+    out.mkdir()
+    configfile = cli._write_config(out, cli.build_config(folder, image_size=32))
+    args = cli._profile_args(REPO / "profiles" / "default", 1)
+    dataset = ["results/folder/dataset.h5"]
+
+    def planned() -> bool:
+        capfd.readouterr()
+        assert cli._run_workflow(REPO, out, configfile, args, dry_run=True, targets=dataset)
+        text = capfd.readouterr().out
+        return "make_dataset" in text and "Nothing to be done" not in text
+
+    assert cli._run_workflow(REPO, out, configfile, args, dry_run=False, targets=dataset)
+    assert read_dataset(out / dataset[0]).n_classes == 3
+    assert not planned()  # the same folder: nothing to do
+    (folder / ".DS_Store").write_bytes(b"x")
+    assert not planned()  # a hidden file the loader ignores
+    shutil.copytree(folder / "class8", folder / "class7")  # a class added
+    assert planned()
+    assert cli._run_workflow(REPO, out, configfile, args, dry_run=False, targets=dataset)
+    assert read_dataset(out / dataset[0]).class_names == ["class0", "class7", "class8", "class9"]
+    assert not planned()
+
+
 def sign_folder(root: Path, n: int, poisoned: bool) -> list[str]:
     """An image folder from the synthetic generator (PNG of mixed sizes and modes); with
     ``poisoned``, 15 % of class 5 are 50 km/h signs with a 3x3 yellow sticker (dirty label).

@@ -175,9 +175,17 @@ def _profile_args(profile: Path, cores: int | None) -> argparse.Namespace:
 
 
 def _run_workflow(
-    root: Path, out: Path, configfile: Path, args: argparse.Namespace, dry_run: bool
+    root: Path,
+    out: Path,
+    configfile: Path,
+    args: argparse.Namespace,
+    dry_run: bool,
+    targets: Sequence[str] = (),
 ) -> bool:
-    """Run the workflow with ``configfile`` replacing its own config; True on success."""
+    """Run the workflow with ``configfile`` replacing its own config; True on success.
+
+    ``targets``: the files to build (default: the workflow's default target, ``all``).
+    """
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (
         ConfigSettings,
@@ -221,7 +229,9 @@ def _run_workflow(
             )
             dag = workflow.dag(
                 DAGSettings(
-                    force_incomplete=args.rerun_incomplete, rerun_triggers=args.rerun_triggers
+                    targets=set(targets),
+                    force_incomplete=args.rerun_incomplete,
+                    rerun_triggers=args.rerun_triggers,
                 )
             )
             dag.execute_workflow(
