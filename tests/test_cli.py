@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -58,7 +60,9 @@ def test_scan_writes_the_audit_config_of_the_folder(
         "audit": True,
         "dataset": {"name": "folder", "path": str(folder.resolve()), "image_size": 32},
     }
-    assert "--replace-workflow-config" in (out / "config.yaml").read_text()  # how to rerun
+    # how to rerun, verbatim from any directory
+    rerun = f"# Rerun with: poisonscan scan {folder.resolve()} --out {out} --image-size 32\n"
+    assert rerun in (out / "config.yaml").read_text()
     # the sections it writes are valid (with the audit mode, as they are)
     cfg = copy.deepcopy(written)
     if not HAS_AUDIT:
@@ -134,13 +138,58 @@ def test_bad_input_stops_with_every_problem(
 ) -> None:
     (folder / "class0" / "notes.txt").write_text("x")
     (folder / "empty").mkdir()
-    rc = cli.main(["scan", str(folder), "--out", str(tmp_path / "out"), "--dry-run"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text("mine: 1\n")  # the user's file in --out
+    rc = cli.main(["scan", str(folder), "--out", str(out), "--dry-run"])
     assert rc == 2
     err = capsys.readouterr().err
     if HAS_AUDIT:
         assert "2 problems in" in err and "notes.txt: not an image file" in err
         assert "empty/: empty class folder" in err
     assert "Traceback" not in err
+    # nothing is written before the input is valid (issue 34, problem 3)
+    assert [p.name for p in out.iterdir()] == ["config.yaml"]
+    assert (out / "config.yaml").read_text() == "mine: 1\n"
+
+
+def test_out_must_not_touch_the_dataset_or_the_users_files(folder: Path, tmp_path: Path) -> None:
+    """Problem 3 of issue 34: --out inside DIR, and files in --out poisonscan did not write."""
+    data = [folder.resolve()]
+    for inside in (folder, folder / "out", folder / "class0" / "x"):
+        with pytest.raises(cli.CliError, match="is inside the dataset folder"):
+            cli.check_out(inside.resolve(), data)
+    cli.check_out(tmp_path / "new", data)  # missing: created later
+    cli.check_out(tmp_path, data)  # holds the dataset folder, writes beside it: fine
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("x")  # never written by a scan: fine
+    cli.check_out(out, data)
+    for own in cli.OWN_ENTRIES:  # a folder or report of something else
+        (out / own).mkdir()
+        with pytest.raises(cli.CliError, match=f"{out / own} exists but .* holds no config"):
+            cli.check_out(out, data)
+        (out / own).rmdir()
+    (out / "config.yaml").write_text("# my own settings\nlr: 1\n")
+    with pytest.raises(cli.CliError, match=f"{out / 'config.yaml'} exists and was not written"):
+        cli.check_out(out, data)
+    (out / "config.yaml").unlink()
+    cli._write_config(out, {"audit": True})
+    (out / "results").mkdir()
+    cli.check_out(out, data)  # a scan's own folder: scanned again
+    (out / "file").write_text("x")
+    with pytest.raises(cli.CliError, match="is a file"):
+        cli.check_out(out / "file", data)
+
+
+def test_out_inside_the_folder_is_refused_before_anything_is_written(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(folder.rglob("*"))
+    rc = cli.main(["scan", str(folder), "--out", str(folder / "scan"), "--dry-run"])
+    assert rc == 2
+    assert "is inside the dataset folder" in one_error_line(capsys)
+    assert sorted(folder.rglob("*")) == before
 
 
 def test_report_needs_a_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -238,14 +287,21 @@ def test_editing_the_folder_reruns_the_audit_and_nothing_else_does(
         text = capfd.readouterr().out
         return "make_dataset" in text and "Nothing to be done" not in text
 
-    assert cli._run_workflow(REPO, out, configfile, args, dry_run=False, targets=dataset)
+    def build() -> None:  # in a process of its own: the job's script needs real stdout
+        cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(REPO / "Snakefile"),
+               "-d", str(out), "--configfile", str(configfile), "--replace-workflow-config",
+               "--cores", "1", *dataset]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    build()
     assert read_dataset(out / dataset[0]).n_classes == 3
     assert not planned()  # the same folder: nothing to do
     (folder / ".DS_Store").write_bytes(b"x")
     assert not planned()  # a hidden file the loader ignores
     shutil.copytree(folder / "class8", folder / "class7")  # a class added
     assert planned()
-    assert cli._run_workflow(REPO, out, configfile, args, dry_run=False, targets=dataset)
+    build()
     assert read_dataset(out / dataset[0]).class_names == ["class0", "class7", "class8", "class9"]
     assert not planned()
 

@@ -27,12 +27,17 @@ from typing import Any
 
 import yaml
 
-__all__ = ["CliError", "build_config", "main", "workflow_root"]
+__all__ = ["CliError", "build_config", "check_out", "main", "workflow_root"]
 
 # Exit codes: 2 = bad input or usage (argparse's own code for usage errors), 1 = a job failed.
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
 CONFIG_NAME = "config.yaml"
+# The first line of every config.yaml the command writes: an --out folder whose config.yaml
+# starts otherwise is the user's (check_out).
+CONFIG_MARK = "# written by `poisonscan scan`"
+# What the command and the workflow write into --out besides config.yaml.
+OWN_ENTRIES = ("results", ".snakemake", "report.html", "report.zip")
 DEFAULT_OUT = "poisonscan-out"
 # A TorchScript model supports only gradient explanations (poisonscan.modelfile); the command
 # takes the cheapest one, the plain gradient.
@@ -116,14 +121,68 @@ def _check_paths(data: Path, model: Path | None) -> None:
             raise CliError(str(err)) from err
 
 
-def _write_config(out: Path, config: Mapping[str, Any]) -> Path:
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_out(out: Path, data: Sequence[Path]) -> None:
+    """Refuse an output folder that would touch the user's data or files poisonscan did not write.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder (``--out``), resolved.
+    data : sequence of Path
+        The dataset's folders or files (``dataset.path``, ``dataset.test_path``), resolved.
+
+    Raises
+    ------
+    CliError
+        If ``out`` is a file; lies inside a dataset folder (its files would be read as a
+        class, and the next scan would stop on them); or holds one of the files the scan writes
+        (:data:`OWN_ENTRIES`) without the mark of a scan in its ``config.yaml``: a
+        ``config.yaml`` of the user's, or ``results/``, ``.snakemake/``, a report of another
+        tool. Files of other names in ``out`` are never written, so they do not matter.
+    """
+    if out.exists() and not out.is_dir():
+        raise CliError(f"--out {out} is a file; name a folder (it is created if missing)")
+    for root in data:
+        if root.is_dir() and _inside(out, root):
+            raise CliError(
+                f"--out {out} is inside the dataset folder {root}: the scan's files would be "
+                "read as images of a class; choose an output folder outside it"
+            )
+    if not out.is_dir():
+        return
+    config = out / CONFIG_NAME
+    if config.exists():
+        try:
+            with open(config, encoding="utf-8", errors="replace") as f:
+                ours = f.readline().startswith(CONFIG_MARK)
+        except OSError as err:
+            raise CliError(f"--out {out}: cannot read {config} ({err})") from err
+        if not ours:
+            raise CliError(
+                f"{config} exists and was not written by poisonscan scan; it would be "
+                "overwritten: choose another --out (or move the file)"
+            )
+        return
+    for name in OWN_ENTRIES:
+        if (out / name).exists():
+            raise CliError(
+                f"{out / name} exists but {out} holds no {CONFIG_NAME} of a scan: it would be "
+                "overwritten: choose another --out (or move it)"
+            )
+
+
+def _write_config(out: Path, config: Mapping[str, Any], rerun: str = "") -> Path:
     from poisonscan.storage import atomic_path
 
     path = out / CONFIG_NAME
     header = (
-        "# written by `poisonscan scan`; every other key takes its default from the schema\n"
-        "# (config/schema.yaml). Rerun with: snakemake --configfile config.yaml "
-        "--replace-workflow-config\n"
+        f"{CONFIG_MARK}; every other key takes its default from the schema\n"
+        "# (config/schema.yaml of the poisonscan workflow).\n"
+        + (f"# Rerun with: {rerun}\n" if rerun else "")
     )
     with atomic_path(path) as tmp:
         tmp.write_text(header + yaml.safe_dump(dict(config), sort_keys=False))
@@ -315,6 +374,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rerun_line(args: argparse.Namespace, out: Path) -> str:
+    """The command that repeats this scan, from any directory (absolute paths)."""
+    import shlex
+
+    argv = ["poisonscan", "scan", str(args.dir.resolve()), "--out", str(out)]
+    if args.model is not None:
+        argv += ["--model", str(args.model.resolve())]
+    if args.profile is not None:  # a name in the workflow's profiles/, or a folder
+        path = Path(args.profile)
+        argv += ["--profile", str(path.resolve()) if path.is_dir() else args.profile]
+    for flag, number in (("--image-size", args.image_size), ("--cores", args.cores)):
+        if number is not None:
+            argv += [flag, str(number)]
+    return shlex.join(argv)
+
+
 def _scan(args: argparse.Namespace) -> int:
     root = workflow_root()
     data, model = args.dir, args.model
@@ -323,13 +398,16 @@ def _scan(args: argparse.Namespace) -> int:
         raise CliError(f"--cores must be at least 1, got {args.cores}")
     profile = _profile_dir(root, args.profile)
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     config = build_config(data, model, args.image_size)
-    configfile = _write_config(out, config)
-    print(f"poisonscan: wrote {configfile}", file=sys.stderr)
+    # everything is checked before the first file is written (issue 34)
     cfg = _validate(root, config)
+    check_out(out, [Path(cfg["dataset"][k]).resolve() for k in ("path", "test_path")
+                    if cfg["dataset"].get(k)])  # fmt: skip
     if model is not None:
         _check_model(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    configfile = _write_config(out, config, rerun=_rerun_line(args, out))
+    print(f"poisonscan: wrote {configfile}", file=sys.stderr)
     ok = _run_workflow(root, out, configfile, _profile_args(profile, args.cores), args.dry_run)
     if ok and not args.dry_run:
         print(f"poisonscan: results in {out / 'results'}; report: poisonscan report --out {out}",
