@@ -97,7 +97,7 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 
 def test_registry_names_every_dataset_and_the_schema_lists_them() -> None:
-    assert set(DATASETS) == {"synthetic", "gtsrb", "folder", "npz"}
+    assert set(DATASETS) == {"synthetic", "gtsrb", "cifar10", "folder", "npz"}
     assert SCHEMA["properties"]["dataset"]["properties"]["name"]["enum"] == list(DATASETS)
     with pytest.raises(DatasetError, match="unknown dataset 'nope'"):
         load_dataset(section(name="nope"))
@@ -407,3 +407,92 @@ def test_make_dataset_lists_skipped_input_and_writes_nothing_when_it_stops(tmp_p
                      "problem": rows[0]["problem"], "action": "skipped"}]  # fmt: skip
     assert sorted(p.name for p in results.iterdir()) == ["bad_input.csv", "dataset.h5"]
     assert len(read_dataset(results / "dataset.h5").class_names) == 3
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+CIFAR10_NPZ = REPO.parent / "shared" / "data" / "cifar10" / "cifar10_30k.npz"
+CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck"]  # fmt: skip
+
+
+def cifar10_arrays(n_train: int = 20, n_test: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
+    """Small random arrays in the layout of ``cifar10_30k.npz``."""
+    rng = np.random.default_rng(seed)
+    return {
+        "x_train": rng.integers(0, 256, (n_train, 32, 32, 3), dtype=np.uint8),
+        "y_train": np.arange(n_train, dtype=np.int64) % 10,
+        "x_test": rng.integers(0, 256, (n_test, 32, 32, 3), dtype=np.uint8),
+        "y_test": np.arange(n_test, dtype=np.int64) % 10,
+        "names": np.array(CIFAR10_NAMES),
+    }
+
+
+def test_cifar10_reads_the_shared_subset() -> None:
+    if not CIFAR10_NPZ.is_file():
+        pytest.skip(f"{CIFAR10_NPZ} is not there")
+    sec = section(name="cifar10", path=str(CIFAR10_NPZ))
+    info = inspect_dataset(sec)
+    assert info.class_names == CIFAR10_NAMES and info.counts.tolist() == [3000] * 10
+    ds = load_dataset(sec)
+    assert ds.x_train.shape == (30000, 32, 32, 3) and ds.x_test.shape == (5000, 32, 32, 3)
+    assert ds.x_train.dtype == ds.x_test.dtype == np.uint8
+    assert ds.y_train.dtype == ds.y_test.dtype == np.int64
+    assert np.bincount(ds.y_test).tolist() == [500] * 10
+    assert ds.class_names == CIFAR10_NAMES
+    assert np.array_equal(ds.extra["group_train"], np.arange(30000))
+    with np.load(CIFAR10_NPZ) as f:  # the official order, pixels unchanged
+        assert np.array_equal(ds.x_test, f["x_test"]) and np.array_equal(ds.y_train, f["y_train"])
+
+
+def test_cifar10_is_resized_to_image_size_like_gtsrb(tmp_path: Path) -> None:
+    from poisonscan.gtsrb import resize_images
+
+    arrays = cifar10_arrays()
+    np.savez(tmp_path / "c.npz", **arrays)
+    same = load_dataset(section(name="cifar10", path=str(tmp_path / "c.npz")))
+    assert np.array_equal(same.x_train, arrays["x_train"])
+    big = load_dataset(section(name="cifar10", path=str(tmp_path / "c.npz"), image_size=64))
+    assert big.x_train.shape == (20, 64, 64, 3) and big.x_test.shape == (10, 64, 64, 3)
+    assert np.array_equal(big.x_test, resize_images(arrays["x_test"], 64))
+    assert big.meta["image_size"] == 64 and big.class_names == CIFAR10_NAMES
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"x_train": np.zeros((20, 28, 28, 3), np.uint8)},
+         r"x_train has shape \(20, 28, 28, 3\) and dtype uint8; expected \(n, 32, 32, 3\)"),
+        ({"x_test": np.zeros((10, 32, 32, 3), np.float32)}, r"x_test .* dtype float32"),
+        ({"y_train": np.zeros(19, np.int64)}, r"y_train has shape \(19,\)"),
+        ({"y_test": np.full(10, 10)}, r"y_test holds class ids outside 0..9"),
+        ({"names": np.array(["a", "b"])}, r"names has shape \(2,\)"),
+        ({"names": None}, r"lacks the arrays \['names'\]"),
+    ],
+)  # fmt: skip
+def test_bad_cifar10_files_name_the_key_and_the_file(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    arrays = {**cifar10_arrays(), **change}
+    path = tmp_path / "bad.npz"
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    sec = section(name="cifar10", path=str(path))
+    with pytest.raises(DatasetError, match=rf"config key 'dataset.path': {path}: {message}"):
+        load_dataset(sec)
+    if "names" in change:  # the inspection reads names and y_train only
+        with pytest.raises(DatasetError, match=message):
+            inspect_dataset(sec)
+
+
+def test_cifar10_needs_an_existing_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.npz"
+    for check in (inspect_dataset, load_dataset):
+        with pytest.raises(DatasetError, match=rf"'dataset.path': {missing} does not exist"):
+            check(section(name="cifar10", path=str(missing)))
+    (tmp_path / "junk.npz").write_text("not an npz")
+    with pytest.raises(DatasetError, match=r"junk.npz: not a readable .npz file"):
+        load_dataset(section(name="cifar10", path=str(tmp_path / "junk.npz")))
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cfg["dataset"] = {"name": "cifar10"}
+    with pytest.raises(ConfigError, match="path"):
+        validate_config(cfg, SCHEMA)

@@ -10,11 +10,23 @@ import torch
 import yaml
 from conftest import REPO
 from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock as TorchvisionBasicBlock
+from zennit.attribution import Gradient
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import LayerMapComposite, layer_map_base
+from zennit.layer import Sum
+from zennit.rules import Epsilon
+from zennit.torchvision import ResNetCanonizer
+from zennit.types import Convolution
 
 from poisonscan import explain
 from poisonscan.explain import params as params_module
-from poisonscan.explain.canonizers import ForwardMergeBatchNorm, is_identity_batch_norm
-from poisonscan.models import MODELS, build_model
+from poisonscan.explain.canonizers import (
+    ForwardMergeBatchNorm,
+    ResidualSum,
+    is_identity_batch_norm,
+)
+from poisonscan.models import MODELS, BasicBlock, ResidualBlock, ResNet9, build_model
 from poisonscan.training import Normalization
 
 NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
@@ -118,8 +130,10 @@ def test_every_layer_of_every_model_has_a_justified_treatment(name: str) -> None
     inputs = explain.input_layers(model, SHAPE)
     assert inputs, "no layer reads the image"
     for layer, how in treatment.items():
-        m = modules[layer]
-        if layer in inputs:
+        m = modules.get(layer)
+        if m is None:  # added by the canonizers while the composite is registered
+            assert layer.endswith(".canonizer_sum") and how == "Norm", (layer, how)
+        elif layer in inputs:
             assert how == "ZBox", layer
         elif isinstance(m, nn.Conv2d):
             assert how == "Gamma", layer
@@ -129,9 +143,16 @@ def test_every_layer_of_every_model_has_a_justified_treatment(name: str) -> None
             assert how in {"merged", "AffineNorm"}, layer
         elif isinstance(m, nn.ReLU):
             assert how == "Pass", layer
-        else:  # pooling, dropout, flatten: the gradient, as zennit prescribes
-            assert isinstance(m, nn.MaxPool2d | nn.Dropout | nn.Flatten), (layer, m)
+        elif isinstance(m, nn.AdaptiveAvgPool2d):  # global average pooling (sum-pooling)
+            assert how == "Norm", layer
+        else:  # pooling, dropout, flatten, identity: the gradient, as zennit prescribes
+            assert isinstance(
+                m, nn.MaxPool2d | nn.AdaptiveMaxPool2d | nn.Dropout | nn.Flatten | nn.Identity
+            ), (layer, m)
             assert how == "gradient", layer
+    n_blocks = sum(isinstance(m, ResidualBlock) for m in modules.values())
+    sums = [k for k in treatment if k.endswith(".canonizer_sum")]
+    assert len(sums) == n_blocks and (n_blocks > 0) == (name in {"resnet9", "preact_resnet18"})
 
 
 class TwoBranch(nn.Module):
@@ -292,6 +313,79 @@ def test_epsilon_rule_conserves_relevance_layer_by_layer_without_biases(model: n
         for a, b in [("a.0", "b.1"), ("a.1", "b.2"), ("a.0", "b.2")]:
             np.testing.assert_allclose((sums[a] + sums[b]).numpy(), 1.0, rtol=1e-4, err_msg=a + b)
         assert torch.all(sums["a.1"].abs() > 1e-3) and torch.all(sums["b.2"].abs() > 1e-3)
+
+
+def test_epsilon_rule_conserves_relevance_through_residual_sums() -> None:
+    """ResNet-9 without biases: relevance 1 at every cut of the main path and at the input."""
+    torch.manual_seed(0)
+    model = randomize_norm_layers(ResNet9(n_classes=4, width=2)).double()
+    with torch.no_grad():  # BatchNorms without shift merge into bias-free convolutions
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.bias.zero_()
+                m.running_mean.zero_()
+        model.head.bias.zero_()
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    sums = relevance_per_layer(model, x, torch.tensor([0, 1, 3]))
+    branch = ("features.7.residual.", "features.16.residual.")
+    main = {k: v for k, v in sums.items() if not k.startswith(branch)}
+    assert len(main) >= 15 and "features.7.shortcut" in main and "input" in main
+    for name, s in main.items():
+        np.testing.assert_allclose(s.numpy(), 1.0, rtol=1e-4, err_msg=name)
+    for block in branch:  # the residual branch gets a share of the sum, not all of it
+        share = sums[f"{block}5"]
+        assert torch.all(share.abs() > 1e-3) and torch.all((share - 1).abs() > 1e-3), block
+
+
+class _TorchvisionStyleBlock(ResidualBlock):
+    """torchvision's BasicBlock as a :class:`ResidualBlock` (its final ReLU follows it)."""
+
+    def __init__(self, block: TorchvisionBasicBlock) -> None:
+        super().__init__()
+        self.residual = nn.Sequential(block.conv1, block.bn1, nn.ReLU(), block.conv2, block.bn2)
+
+    def branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.residual(x), x
+
+
+def test_residual_sum_agrees_with_zennits_resnet_canonizer() -> None:
+    """The project's composite on a residual block = zennit's own ResNet treatment."""
+    torch.manual_seed(0)
+    block = randomize_norm_layers(TorchvisionBasicBlock(4, 4))
+    stem, pool = nn.Conv2d(3, 4, 3, padding=1), nn.AdaptiveAvgPool2d(1)
+    head = nn.Linear(4, 3)
+    theirs = nn.Sequential(stem, nn.ReLU(), block, pool, nn.Flatten(), head).double().eval()
+    ours = nn.Sequential(
+        stem, nn.ReLU(), _TorchvisionStyleBlock(block), nn.ReLU(), pool, nn.Flatten(), head
+    ).double().eval()  # fmt: skip
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), theirs(x))
+    target = torch.tensor([2, 0])
+    layer_map = [*layer_map_base(1e-6), (Convolution, Epsilon(1e-6)), (nn.Linear, Epsilon(1e-6))]
+    zennit = LayerMapComposite(layer_map=layer_map, canonizers=[ResNetCanonizer()])
+    with Gradient(theirs, zennit) as attributor:
+        _, want = attributor(x, torch.eye(3, dtype=torch.float64)[target])
+    got = relevance(ours, "epsilon", x, target)
+    torch.testing.assert_close(got, want)
+    assert want.abs().sum() > 0.1
+    # without the canonizer the addition gets no rule, and the relevance differs
+    plain = LayerMapComposite(layer_map=layer_map, canonizers=[SequentialMergeBatchNorm()])
+    with Gradient(ours, plain) as attributor:
+        _, other = attributor(x, torch.eye(3, dtype=torch.float64)[target])
+    assert not torch.allclose(other, want)
+
+
+def test_residual_sum_canonizer_keeps_the_output_and_is_removed() -> None:
+    block = BasicBlock(3).eval()
+    x = torch.randn(2, 3, 4, 4)
+    before = block(x)
+    canonizers = ResidualSum().apply(block)
+    assert len(canonizers) == 1 and isinstance(block.canonizer_sum, Sum)
+    torch.testing.assert_close(block(x), before)
+    for c in canonizers:
+        c.remove()
+    assert not hasattr(block, "canonizer_sum") and "forward" not in vars(block)
+    torch.testing.assert_close(block(x), before)
 
 
 def test_branches_receive_the_relevance_of_their_channels() -> None:

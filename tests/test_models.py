@@ -5,7 +5,20 @@ import torch
 from torch import nn
 from zennit.canonizers import SequentialMergeBatchNorm
 
-from poisonscan.models import MODELS, InceptionA, Net, build_model, count_parameters
+from poisonscan.explain.canonizers import SiblingMergeBatchNorm
+from poisonscan.models import (
+    MODELS,
+    InceptionA,
+    Net,
+    PreActBlock,
+    ResidualBlock,
+    build_model,
+    count_parameters,
+)
+
+# the reference study's models: hidden dense layers, a 128-d penultimate layer
+MLP_MODELS = ("inception3", "net", "vgg")
+RESIDUAL_MODELS = ("preact_resnet18", "resnet9")
 
 
 def test_net_shapes_on_32x32() -> None:
@@ -49,7 +62,11 @@ def test_inception3_shapes_and_parameter_count_on_32x32() -> None:
     assert 0.9e6 < count_parameters(model) < 1.3e6  # "about 1 M parameters"
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_is_listed_here() -> None:
+    assert set(MODELS) == {*MLP_MODELS, *RESIDUAL_MODELS}
+
+
+@pytest.mark.parametrize("name", MLP_MODELS)
 @pytest.mark.parametrize("size", [32, 48])
 def test_every_model_classifies_and_exposes_a_128d_penultimate(name: str, size: int) -> None:
     model = build_model(name, n_classes=7, image_size=size).eval()
@@ -62,7 +79,7 @@ def test_every_model_classifies_and_exposes_a_128d_penultimate(name: str, size: 
     assert 1e5 < count_parameters(model) < 2e6
 
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"preact_resnet18"}))
 def test_zennit_merges_every_batchnorm_without_changing_the_output(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, n_classes=5).eval()
@@ -90,6 +107,91 @@ def test_model_size_errors() -> None:
         build_model("inception3", 3, image_size=24)
     with pytest.raises(ValueError, match="vgg needs an image size divisible by 8, got 20"):
         build_model("vgg", 3, image_size=20)
+    with pytest.raises(ValueError, match="resnet9 needs an image size divisible by 8, got 36"):
+        build_model("resnet9", 3, image_size=36)
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         build_model("resnet", 3)
     assert {"net", "inception3", "vgg"} <= set(MODELS)
+
+
+@pytest.mark.parametrize(("name", "dim"), [("resnet9", 128), ("preact_resnet18", 512)])
+@pytest.mark.parametrize("size", [32, 64])
+def test_residual_models_classify_at_32_and_64_pixels(name: str, dim: int, size: int) -> None:
+    model = build_model(name, n_classes=10, image_size=size).eval()
+    x = torch.randn(2, 3, size, size)
+    seen: list[torch.Tensor] = []
+    handle = model.penultimate.register_forward_hook(lambda m, i, o: seen.append(o))
+    with torch.no_grad():
+        assert model(x).shape == (2, 10)
+    handle.remove()
+    assert seen[0].shape == (2, dim) and model.head.in_features == dim
+    assert isinstance(model.classifier, nn.Identity)
+    assert any(isinstance(m, ResidualBlock) for m in model.modules())
+
+
+def test_resnet9_layout() -> None:
+    model = build_model("resnet9", n_classes=10).eval()
+    x = torch.randn(2, 3, 32, 32)
+    sides = []
+    for layer in model.features:
+        x = layer(x)
+        if isinstance(layer, ResidualBlock):
+            sides.append(tuple(x.shape[1:]))
+    assert sides == [(32, 16, 16), (128, 4, 4)]
+    assert x.shape == (2, 128, 1, 1)
+    assert 3e5 < count_parameters(model) < 5e5
+
+
+def test_preact_resnet18_is_backdoorbenchs_and_trains_on_cpu() -> None:
+    torch.manual_seed(0)
+    model = build_model("preact_resnet18", n_classes=10)
+    assert count_parameters(model) == 11_171_146  # BackdoorBench's PreActResNet18(10)
+    blocks = [m for m in model.modules() if isinstance(m, PreActBlock)]
+    assert len(blocks) == 8
+    shortcuts = [b.shortcut is not None for b in blocks]  # a 1x1 conv where the shape changes
+    assert shortcuts == [False, False, True, False, True, False, True, False]
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 5, 9])
+    loss = nn.functional.cross_entropy(model.train()(x), y)
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert model.features[0].weight.grad.abs().sum() > 0
+
+
+def merged_batch_norms(model: nn.Module, canonizer: SequentialMergeBatchNorm) -> list[str]:
+    """Names of the BatchNorms ``canonizer`` merges (undone before returning)."""
+    handles = canonizer.apply(model)
+    names = {id(m): k for k, m in model.named_modules()}
+    merged = sorted(names[id(h.batch_norm)] for h in handles)
+    for h in handles:
+        h.remove()
+    return merged
+
+
+@pytest.mark.parametrize("name", sorted(set(MODELS) - {"preact_resnet18"}))
+def test_sibling_merge_merges_what_zennit_merges(name: str) -> None:
+    model = build_model(name, n_classes=5).eval()
+    ours = merged_batch_norms(model, SiblingMergeBatchNorm())
+    assert ours == merged_batch_norms(model, SequentialMergeBatchNorm()) and ours
+
+
+def test_preact_batchnorms_after_a_convolution_are_merged() -> None:
+    """The second BatchNorm of every block follows its conv and is merged; the first
+    (pre-activation) reads conv + shortcut and is left to the AffineNorm rule, where zennit's
+    leaf-order merge would fold it into the previous block's last conv."""
+    torch.manual_seed(0)
+    model = build_model("preact_resnet18", n_classes=10).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 3, 32, 32)
+    before = model(x)
+    ours = merged_batch_norms(model, SiblingMergeBatchNorm())
+    assert len(ours) == 8 and all(k.endswith(".residual.1") for k in ours)
+    assert len(merged_batch_norms(model, SequentialMergeBatchNorm())) == 16
+    handles = SiblingMergeBatchNorm().apply(model)
+    torch.testing.assert_close(model(x), before, rtol=1e-4, atol=1e-4)
+    for h in handles:
+        h.remove()
+    torch.testing.assert_close(model(x), before)

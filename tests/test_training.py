@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import pickle
@@ -187,6 +188,27 @@ def test_schedules_and_augmentations() -> None:
     x = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
     y = training.make_augmentation(list(training.AUGMENTATIONS), 32)(x)
     assert y.shape == x.shape and y.dtype == torch.uint8 and not torch.equal(x, y)
+
+
+def test_onecycle_hflip_and_label_smoothing() -> None:
+    """CIFAR-10's recipe: one-cycle rate, horizontal flips (opt-in), label smoothing."""
+    factors = [training.SCHEDULES["onecycle"](10)(e) for e in range(10)]
+    np.testing.assert_allclose(factors[:4], [0.2, 0.6, 1.0, 13 / 15])
+    assert all(a > b > 0 for a, b in itertools.pairwise(factors[2:]))
+    flip = training.make_augmentation(["hflip"], 32)
+    assert [type(t).__name__ for t in flip.transforms] == ["RandomHorizontalFlip"]
+    torch.manual_seed(0)
+    x = torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8)
+    outs = [flip(x) for _ in range(20)]
+    assert all(torch.equal(o, x) or torch.equal(o, x.flip(-1)) for o in outs)
+    assert any(torch.equal(o, x.flip(-1)) for o in outs) and any(torch.equal(o, x) for o in outs)
+    assert "hflip" not in training.TrainParams().augment  # traffic signs must not flip
+    params = training.TrainParams(label_smoothing=0.1)
+    norm = training.Normalization((0.5,) * 3, (0.25,) * 3)
+    step = training.TrainStep(build_model("net", 3), norm, params, CPU)
+    assert step.loss_fn.label_smoothing == 0.1
+    with pytest.raises(ValueError, match="label_smoothing = 1.0 is invalid"):
+        training.TrainParams(label_smoothing=1.0)
 
 
 def test_checkpoint_round_trip(trained, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from poisonscan.storage import ImageDataset
 __all__ = [
     "CLASS_NAMES",
     "load_gtsrb",
+    "resize_images",
     "track_split",
     "write_official_layout",
 ]
@@ -330,8 +331,8 @@ def _load_npz(
     y_train = arrays["y_train"].astype(np.int64)
     y_test = arrays["y_test"].astype(np.int64)
     tracks = y_train * _TRACK_STRIDE + track.astype(np.int64)
-    x_train = _resize_all(arrays["x_train"], image_size)
-    x_test = _resize_all(arrays["x_test"], image_size)
+    x_train = resize_images(arrays["x_train"], image_size)
+    x_test = resize_images(arrays["x_test"], image_size)
     return x_train, y_train, tracks, x_test, y_test
 
 
@@ -342,8 +343,12 @@ def _check_labels(y: np.ndarray, n: int, what: str) -> None:
         raise ValueError(f"{what} holds class ids outside 0..{len(CLASS_NAMES) - 1}")
 
 
-def _resize_all(x: np.ndarray, image_size: int) -> np.ndarray:
-    if x.shape[1] == image_size:
+def resize_images(x: np.ndarray, image_size: int) -> np.ndarray:
+    """uint8 images (n, H, W, 3) resized to (n, S, S, 3), S = ``image_size`` (Pillow, bilinear).
+
+    ``x`` itself when its images are S x S already.
+    """
+    if x.shape[1] == image_size and x.shape[2] == image_size:
         return x
     out = np.empty((x.shape[0], image_size, image_size, 3), dtype=np.uint8)
     for i, image in enumerate(x):

@@ -13,6 +13,7 @@ name       source
 =========  =========================================================================
 synthetic  the embedded procedural traffic signs (:mod:`poisonscan.data`)
 gtsrb      GTSRB as npz or in its official layout (:mod:`poisonscan.gtsrb`)
+cifar10    CIFAR-10's official split in one ``.npz`` (:mod:`.cifar10`)
 folder     one subfolder per class of image files (:mod:`.folder`)
 npz        ``x``/``y`` (+ ``names``) or given splits in one ``.npz`` (:mod:`.arrays`)
 =========  =========================================================================
@@ -34,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from poisonscan.datasets import arrays, builtin, folder
+from poisonscan.datasets import arrays, builtin, cifar10, folder
 from poisonscan.datasets._base import (
     ON_BAD_INPUT,
     BadInputError,
@@ -92,6 +93,10 @@ DATASETS: dict[str, Dataset] = {
     "gtsrb": Dataset(
         builtin.load_gtsrb, builtin.inspect_gtsrb,
         "GTSRB (43 classes) from `path`: the npz file or the official archive layout",
+    ),
+    "cifar10": Dataset(
+        cifar10.load_cifar10, cifar10.inspect_cifar10,
+        "CIFAR-10 (10 classes) from `path`: an npz with x_train/y_train/x_test/y_test/names",
     ),
     "folder": Dataset(
         folder.load_folder, folder.inspect_folder,

@@ -5,9 +5,14 @@ element-wise activations. Normalisation layers are affine maps and are folded
 into a neighbouring linear layer where that is exact, or frozen into a plain
 affine map where it is not:
 
-:class:`~zennit.canonizers.SequentialMergeBatchNorm` (zennit)
+:class:`SiblingMergeBatchNorm`
     A BatchNorm right after a linear layer, ``BN(Wx + b)``, is merged backwards
-    into it. Exact in eval mode.
+    into it. Exact in eval mode. zennit's
+    :class:`~zennit.canonizers.SequentialMergeBatchNorm`, restricted to pairs that are
+    adjacent children of one :class:`torch.nn.Sequential`: zennit pairs modules that are
+    adjacent in the list of all leaves, which in a pre-activation residual block pairs
+    the block's last convolution with the next block's first BatchNorm, whose input is
+    that convolution *plus* the shortcut (merging it would change the output).
 :class:`ForwardMergeBatchNorm`
     A BatchNorm right *before* a linear layer that does not follow one (e.g.
     ``MaxPool -> BatchNorm -> Conv``, which zennit's canonizer leaves alone),
@@ -22,6 +27,14 @@ affine map where it is not:
     unchanged while, for the gradient and every LRP rule, the layer becomes the
     per-image affine map ``y = a x + b`` (``a = gamma / sqrt(var(x) + eps)``,
     ``b = beta - a mean(x)``), i.e. a BatchNorm whose statistics are the image's.
+:class:`ResidualSum`
+    A residual block (:class:`poisonscan.models.ResidualBlock`) adds its two branches
+    with ``+``, which no rule can see. The canonizer makes the block add them with
+    zennit's :class:`~zennit.layer.Sum` module instead (``Sum(stack([residual,
+    shortcut], -1))``, the same output), as zennit's ``ResNetCanonizer`` does for
+    torchvision's blocks; the composites' rule for ``Sum`` (zennit's ``Norm``) then
+    splits the relevance of the sum between the branches in proportion to their
+    contributions, ``R_k = z_k / (z_1 + z_2 + eps) R``, which conserves it.
 
 Merged BatchNorms are reset to the identity (as zennit does), and every change
 is reverted when the composite is removed.
@@ -38,10 +51,15 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 from zennit.canonizers import AttributeCanonizer, Canonizer, SequentialMergeBatchNorm
+from zennit.layer import Sum
+
+from poisonscan.models import ResidualBlock
 
 __all__ = [
     "ForwardMergeBatchNorm",
     "FreezeInstanceNorm",
+    "ResidualSum",
+    "SiblingMergeBatchNorm",
     "default_canonizers",
     "is_identity_batch_norm",
 ]
@@ -81,6 +99,28 @@ def _forward_mergeable(layer: nn.Module) -> bool:
         )
         return no_pad and layer.groups == 1
     return False
+
+
+class SiblingMergeBatchNorm(SequentialMergeBatchNorm):
+    """zennit's backward BatchNorm merge, for pairs that are adjacent in one Sequential.
+
+    ``Linear``/``Conv`` followed by a BatchNorm as the next child of the same
+    :class:`torch.nn.Sequential` is merged (zennit's ``register``/``remove``); pairs that
+    are only adjacent in the module tree (the last layer of one block and the first of the
+    next) are left alone, as the data need not flow from one to the other.
+    """
+
+    def apply(self, root_module: nn.Module) -> list[SiblingMergeBatchNorm]:
+        instances = []
+        for seq in root_module.modules():
+            if not isinstance(seq, nn.Sequential):
+                continue
+            for layer, bn in itertools.pairwise(seq.children()):
+                if isinstance(layer, self.linear_type) and isinstance(bn, self.batch_norm_type):
+                    instance = self.copy()
+                    instance.register((layer,), bn)
+                    instances.append(instance)
+        return instances
 
 
 class ForwardMergeBatchNorm(Canonizer):
@@ -187,6 +227,38 @@ class FreezeInstanceNorm(AttributeCanonizer):
         return self.__class__()
 
 
+def _residual_attributes(name: str, module: nn.Module) -> dict[str, Any] | None:
+    if not isinstance(module, ResidualBlock):
+        return None
+    total = Sum()
+
+    def forward(x: Tensor) -> Tensor:
+        return total(torch.stack(module.branches(x), dim=-1))
+
+    return {"forward": forward, "canonizer_sum": total}
+
+
+class ResidualSum(AttributeCanonizer):
+    """Add the branches of every residual block with a :class:`~zennit.layer.Sum` module.
+
+    zennit's ``ResNetBasicBlockCanonizer`` for this package's :class:`ResidualBlock`:
+    ``forward`` is replaced by one that stacks the two branches on a new last axis and sums
+    them with the module ``canonizer_sum`` (output unchanged); both are removed again with
+    the composite.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(_residual_attributes)
+
+    def copy(self) -> ResidualSum:
+        return self.__class__()
+
+
 def default_canonizers() -> list[Canonizer]:
     """Canonizers every LRP composite applies, in this order."""
-    return [SequentialMergeBatchNorm(), ForwardMergeBatchNorm(), FreezeInstanceNorm()]
+    return [
+        SiblingMergeBatchNorm(),
+        ForwardMergeBatchNorm(),
+        FreezeInstanceNorm(),
+        ResidualSum(),
+    ]

@@ -13,8 +13,9 @@ Conv                                   ``Epsilon`` (``epsilon``), ``ZPlus`` (``e
                                        ``AlphaBeta(2, 1)`` (``epsilon_alpha2_beta1*``),
                                        ``Gamma(0.25)`` (``epsilon_gamma_box``)
 Linear (dense)                         ``Epsilon`` in every composite
-BatchNorm after Conv/Linear            merged backwards (zennit ``SequentialMergeBatchNorm``),
-                                       then an identity: ``Pass``
+BatchNorm after Conv/Linear            merged backwards (:class:`SiblingMergeBatchNorm`, zennit's
+                                       ``SequentialMergeBatchNorm`` within one Sequential), then
+                                       an identity: ``Pass``
 BatchNorm before Conv (no padding) /   merged forwards (:class:`ForwardMergeBatchNorm`), then
 Linear (e.g. after pooling)            an identity: ``Pass``
 any other BatchNorm, InstanceNorm      :class:`AffineNorm`: the layer is an affine map per
@@ -24,10 +25,13 @@ any other BatchNorm, InstanceNorm      :class:`AffineNorm`: the layer is an affi
                                        shift ``b`` absorbing its share like a bias
 ReLU and other activations             ``Pass`` (zennit)
 MaxPool                                gradient: relevance goes to the maximum (zennit)
-AvgPool                                ``Norm`` (zennit)
-Dropout (eval), Flatten                gradient (identity / reshape)
+AvgPool (also global / adaptive)       ``Norm`` (zennit)
+Dropout (eval), Flatten, Identity      gradient (identity / reshape)
 torch.cat of Inception branches        gradient: each branch receives exactly the relevance of
                                        its own output channels (autograd of ``cat``)
+residual addition (ResNet blocks)      zennit ``Sum`` (canonizer :class:`ResidualSum`), rule
+                                       ``Norm``: each branch gets the share of the sum it
+                                       contributed (zennit's treatment of torchvision ResNets)
 =====================================  ==========================================================
 
 Why :class:`AffineNorm` for norm layers that cannot be merged: under the
