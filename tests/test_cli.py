@@ -6,6 +6,7 @@ import copy
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -304,6 +305,94 @@ def test_editing_the_folder_reruns_the_audit_and_nothing_else_does(
     build()
     assert read_dataset(out / dataset[0]).class_names == ["class0", "class7", "class8", "class9"]
     assert not planned()
+
+
+def _locked(out: Path, owner: dict | None = None) -> Path:
+    import json
+
+    locks = out / ".snakemake" / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    (locks / "0.input.lock").write_text("results/folder/dataset.h5\n")
+    if owner is not None:
+        (out / ".snakemake" / cli.OWNER_NAME).write_text(json.dumps(owner))
+    return locks
+
+
+def test_a_lock_left_by_a_killed_scan_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
+    """Problem 5 of issue 34: after kill -9 the next run stopped on Snakemake's lock."""
+    import os
+    import socket
+
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid no longer runs
+    out = tmp_path / "out"
+    locks = _locked(out, {"pid": dead.pid, "host": host, "start": None})
+    assert "removed the lock left by a scan that stopped" in cli.recover_lock(out, "cmd")
+    assert not locks.exists() and not (out / ".snakemake" / cli.OWNER_NAME).exists()
+    assert cli.recover_lock(out, "cmd") is None  # nothing to do
+    me = {"pid": os.getpid(), "host": host, "start": cli._process_start(os.getpid())}
+    _locked(out, me)  # a scan that still runs here: never unlocked, even when asked
+    for unlock in (False, True):
+        with pytest.raises(cli.CliError, match=f"scan \\(process {os.getpid()}\\) is running"):
+            cli.recover_lock(out, "cmd", unlock)
+    if me["start"] is not None:  # the same pid, another process (reused after the kill)
+        _locked(out, {**me, "start": "0"})
+        assert cli.recover_lock(out, "cmd")
+    locks = _locked(out)  # no owner (a plain Snakemake run): only --unlock removes it
+    with pytest.raises(cli.CliError, match="remove the lock and scan: cmd --unlock$"):
+        cli.recover_lock(out, "cmd")
+    _locked(out, {"pid": 1, "host": host + "-elsewhere"})
+    with pytest.raises(cli.CliError, match="locked by a scan on .*-elsewhere"):
+        cli.recover_lock(out, "cmd")
+    assert cli.recover_lock(out, "cmd", unlock=True) == f"removed the lock on {out} (--unlock)"
+    assert not locks.exists()
+
+
+def test_the_advice_of_a_lock_works_verbatim(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+
+    out = tmp_path / "out"
+    cli.main(["scan", str(folder), "--out", str(out), "--dry-run"])
+    capsys.readouterr()
+    locks = _locked(out)
+    assert cli.main(["scan", str(folder), "--out", str(out), "--dry-run"]) == 2
+    line = one_error_line(capsys)
+    command = shlex.split(line.rsplit("remove the lock and scan: ", 1)[1])
+    assert command[:2] == ["poisonscan", "scan"] and command[-1] == "--unlock"
+    assert cli.main([*command[1:], "--dry-run"]) == 0
+    assert not list(locks.glob("*.lock"))
+
+
+def test_a_failed_step_ends_with_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    """Problem 9 of issue 34: the cause sat inside ~117 lines of tracebacks."""
+    from poisonscan.rulelog import RERUN
+
+    out = tmp_path / "out"
+    old = out / "results" / "logs" / "poison" / "folder" / "audit.log"
+    old.parent.mkdir(parents=True)
+    old.write_text("2026 ERROR poisonscan: step failed: OSError: an older failure\n")
+    import os
+
+    os.utime(old, (1, 1))  # written before this run: not this run's failure
+    log = out / "results" / "logs" / "train" / "folder" / "audit.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("2026 INFO poisonscan: epoch 1\n2026 ERROR poisonscan: step failed: "
+                   "ValueError: the model outputs 5 classes\nTraceback ...\n")  # fmt: skip
+    line = cli.failure_line(out, time.time() - 5, "poisonscan scan /d --out /o")
+    assert line == (
+        f"step train failed: ValueError: the model outputs 5 classes (log: {log}); after fixing "
+        "the cause, run the same command again: poisonscan scan /d --out /o (it resumes where "
+        "it stopped)"
+    )
+    log.write_text(f"ERROR poisonscan: step failed: StoreError: x.zarr is damaged; {RERUN}: it "
+                   "recomputes x.zarr\n")  # fmt: skip
+    line = cli.failure_line(out, time.time() - 5, "poisonscan scan /d --out /o")
+    assert "damaged; run the same command again: poisonscan scan /d --out /o: it recomputes" in line
+    log.unlink()
+    assert "the workflow stopped" in cli.failure_line(out, time.time() - 5, "c")
 
 
 def sign_folder(root: Path, n: int, poisoned: bool) -> list[str]:

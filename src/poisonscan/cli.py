@@ -21,13 +21,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["CliError", "build_config", "check_out", "main", "workflow_root"]
+__all__ = [
+    "CliError",
+    "build_config",
+    "check_out",
+    "failure_line",
+    "main",
+    "recover_lock",
+    "workflow_root",
+]
 
 # Exit codes: 2 = bad input or usage (argparse's own code for usage errors), 1 = a job failed.
 EXIT_BAD_INPUT = 2
@@ -38,6 +47,8 @@ CONFIG_NAME = "config.yaml"
 CONFIG_MARK = "# written by `poisonscan scan`"
 # What the command and the workflow write into --out besides config.yaml.
 OWN_ENTRIES = ("results", ".snakemake", "report.html", "report.zip")
+# In <out>/.snakemake/: the process of the scan running there (recover_lock).
+OWNER_NAME = "poisonscan-run.json"
 DEFAULT_OUT = "poisonscan-out"
 # A TorchScript model supports only gradient explanations (poisonscan.modelfile); the command
 # takes the cheapest one, the plain gradient.
@@ -213,6 +224,157 @@ def _check_model(cfg: Mapping[str, Any]) -> None:
         raise CliError(str(err)) from err
 
 
+def _owner_path(out: Path) -> Path:
+    return out / ".snakemake" / OWNER_NAME
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` (Linux: field 22 of /proc/<pid>/stat), else None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # fields after the command name, from 3 on
+
+
+def _alive(owner: Mapping[str, Any]) -> bool:
+    """Whether the process that wrote ``owner`` (this host's) still runs."""
+    pid = int(owner.get("pid", 0))
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        pass
+    start = _process_start(pid)
+    return start is None or owner.get("start") in (None, start)  # a reused pid is not it
+
+
+def _claim(out: Path) -> None:
+    """Record this process as the scan running in ``out`` (read by :func:`recover_lock`)."""
+    import json
+    import socket
+
+    pid = os.getpid()
+    path = _owner_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    owner = {"pid": pid, "host": socket.gethostname(), "start": _process_start(pid)}
+    path.write_text(json.dumps(owner))
+
+
+def _release(out: Path) -> None:
+    _owner_path(out).unlink(missing_ok=True)
+
+
+def recover_lock(out: Path, rerun: str, unlock: bool = False) -> str | None:
+    """Remove Snakemake's lock on ``out`` when the scan that held it is gone.
+
+    A scan killed (``kill -9``, a power loss) leaves ``.snakemake/locks/`` behind, and the
+    next run would stop. Each scan records its process (``.snakemake/poisonscan-run.json``:
+    pid, host, process start time); a lock whose process no longer runs on this host is
+    removed.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder.
+    rerun : str
+        The command that repeats the scan (for the advice).
+    unlock : bool
+        ``--unlock``: remove a lock that cannot be shown stale (held by a plain Snakemake
+        run, or by a scan on another host); a scan running on this host is never unlocked.
+
+    Returns
+    -------
+    str or None
+        What was done, for the console; None if there was no lock.
+
+    Raises
+    ------
+    CliError
+        If a scan still runs in ``out``, or the lock's owner is unknown without ``unlock``.
+    """
+    import json
+    import shutil
+    import socket
+
+    locks = out / ".snakemake" / "locks"
+    if not locks.is_dir() or not any(locks.iterdir()):
+        return None
+    try:
+        owner = json.loads(_owner_path(out).read_text())
+    except (OSError, ValueError):
+        owner = None
+    here = owner is not None and owner.get("host") == socket.gethostname()
+    if here and _alive(owner):
+        raise CliError(
+            f"another poisonscan scan (process {owner['pid']}) is running in {out}; wait for "
+            f"it to end, or stop it (kill {owner['pid']}) and run the same command again"
+        )
+    if not here and not unlock:
+        who = f"a scan on {owner.get('host')}" if owner else "another Snakemake run"
+        raise CliError(
+            f"{out} is locked by {who}; if none is running there (a killed run leaves its "
+            f"lock), remove the lock and scan: {rerun} --unlock"
+        )
+    shutil.rmtree(locks)
+    _release(out)
+    if here:
+        return f"removed the lock left by a scan that stopped (process {owner['pid']})"
+    return f"removed the lock on {out} (--unlock)"
+
+
+def failure_line(out: Path, since: float, rerun: str) -> str:
+    """The one line that says what to do after a failed run.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder.
+    since : float
+        When the run began (``time.time()``): only the logs written since are read.
+    rerun : str
+        The command that repeats the scan.
+
+    Returns
+    -------
+    str
+        The failed step, its error (the ``step failed:`` line of its log,
+        :func:`poisonscan.rulelog.rule_log`), the log's path and what to do.
+    """
+    from poisonscan.rulelog import RERUN
+
+    again = f"run the same command again: {rerun}"
+    failed = []
+    logs = out / "results" / "logs"
+    for path in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
+        try:
+            if path.stat().st_mtime < since - 1:
+                continue
+            lines = path.read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        errors = [line.split("step failed: ", 1)[1] for line in lines if "step failed: " in line]
+        if errors:
+            failed.append((path, errors[-1]))
+    if not failed:
+        return (
+            f"the workflow stopped (its messages above; its log in {out / '.snakemake' / 'log'})"
+            f"; after fixing the cause, {again}"
+        )
+    path, error = failed[0]
+    step = path.relative_to(logs).parts[0]
+    if RERUN in error:  # a damaged input was moved aside: running again recomputes it
+        return f"step {step} failed: {error.replace(RERUN, again)} (log: {path})"
+    more = f" ({len(failed) - 1} more failed steps in {logs})" if len(failed) > 1 else ""
+    return (
+        f"step {step} failed: {error} (log: {path}){more}; after fixing the cause, {again} "
+        "(it resumes where it stopped)"
+    )
+
+
 def _profile_dir(root: Path, profile: str | None) -> Path:
     if profile is None:
         return root / "profiles" / "default"
@@ -264,7 +426,8 @@ def _run_workflow(
     output = OutputSettings(
         dryrun=dry_run,
         printshellcmds=args.printshellcmds,
-        show_failed_logs=args.show_failed_logs,
+        # poisonscan scan ends a failure with one line naming the log (failure_line)
+        show_failed_logs=False,
         stdout=dry_run,
     )
     with SnakemakeApi(output) as api:
@@ -366,6 +529,9 @@ def _parser() -> argparse.ArgumentParser:
                       help="side the images are resized to (default 32)")  # fmt: skip
     scan.add_argument("--dry-run", action="store_true",
                       help="check the input and show the jobs without running them")  # fmt: skip
+    scan.add_argument("--unlock", action="store_true",
+                      help="remove the lock a killed run left in the output folder, then scan "
+                      "(a lock left by a scan on this machine is removed without it)")  # fmt: skip
     report = sub.add_parser("report", help="build the HTML report of a scan")
     report.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
                         help=f"output folder of the scan (default: {DEFAULT_OUT})")  # fmt: skip
@@ -405,14 +571,29 @@ def _scan(args: argparse.Namespace) -> int:
                     if cfg["dataset"].get(k)])  # fmt: skip
     if model is not None:
         _check_model(cfg)
+    rerun = _rerun_line(args, out)
+    done = recover_lock(out, rerun, args.unlock)
+    if done:
+        print(f"poisonscan: {done}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    configfile = _write_config(out, config, rerun=_rerun_line(args, out))
+    configfile = _write_config(out, config, rerun=rerun)
     print(f"poisonscan: wrote {configfile}", file=sys.stderr)
-    ok = _run_workflow(root, out, configfile, _profile_args(profile, args.cores), args.dry_run)
-    if ok and not args.dry_run:
+    since = time.time()
+    if not args.dry_run:
+        _claim(out)
+    try:
+        ok = _run_workflow(root, out, configfile, _profile_args(profile, args.cores),
+                           args.dry_run)  # fmt: skip
+    finally:
+        if not args.dry_run:
+            _release(out)
+    if not ok:
+        print(f"poisonscan: error: {failure_line(out, since, rerun)}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.dry_run:
         print(f"poisonscan: results in {out / 'results'}; report: poisonscan report --out {out}",
               file=sys.stderr)  # fmt: skip
-    return 0 if ok else EXIT_FAILED
+    return 0
 
 
 def _report_command(args: argparse.Namespace) -> int:
