@@ -1,4 +1,5 @@
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -41,6 +42,10 @@ DATASET_CONTENT = (
 # An audit of a user's dataset: one scenario ("audit") without attack or ground truth.
 AUDIT = config["audit"]
 SCENARIOS = sorted(config["scenarios"])
+# An audit gates its verdicts on the model's test accuracy (poisonscan.verdicts.gate); the
+# experiments, scored against their ground truth, do not.
+AUDIT_METRICS = {"metrics": "results/{dataset}/{scenario}/metrics.json"} if AUDIT else {}
+AUDIT_QUALITY = {"quality": config["model_quality"]} if AUDIT else {}
 # Where each scenario of the experiment matrix sits in it (for the aggregated tables).
 MATRIX = {sc.name: sc for sc in expand_matrix(config["matrix"])}
 DISTANCES = config["distances"]["methods"]
@@ -179,6 +184,7 @@ def overview_inputs(wildcards=None):
               "figures": [f"{base}/verdicts.png" for _, base in pages]}  # fmt: skip
     if AUDIT:
         inputs["suspicious"] = f"{pages[0][1]}/suspicious.csv"
+        inputs["details"] = f"{pages[0][1]}/verdicts.json"  # the model-quality gate
     else:
         inputs["summary"] = "results/summary.csv"
         if VERDICTS:
@@ -216,8 +222,13 @@ def print_audit(path):
         cols = ["class", "name", "verdict", "n", "z", "q", "n_flagged", "trigger", "flip_rate"]
         head = (f"{len(poisoned)} of {len(rows)} classes poisoned" if poisoned else
                 f"no class of {len(rows)} is poisoned")  # fmt: skip
+        if not poisoned and any(r["verdict"] == "inconclusive" for r in rows):
+            head = f"inconclusive: no class of {len(rows)} can be called clean"
         shown = poisoned or sorted(rows, key=lambda r: -float(r["z"] or 0))[:5]
-        print(f"\nAudit: {head} ({path}):\n{format_table(shown, cols)}\n")
+        details = Path(path).with_name("verdicts.json")
+        quality = json.loads(details.read_text()).get("model_quality") if details.is_file() else None
+        note = f"{quality['summary']}.\n" if quality else ""
+        print(f"\nAudit: {head} ({path}):\n{format_table(shown, cols)}\n{note}")
 
 
 def print_summary(path):

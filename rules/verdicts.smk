@@ -9,6 +9,8 @@ rule verdicts:
         dataset="results/{dataset}/{scenario}/poisoned.h5",
         checkpoint="results/{dataset}/{scenario}/model.safetensors",
         sidecar="results/{dataset}/{scenario}/model.safetensors.json",
+        # an audit: the model's test accuracy, for the model-quality gate
+        **AUDIT_METRICS,
     output:
         table=report(
             "results/{dataset}/{scenario}/verdicts/verdicts.csv",
@@ -34,6 +36,7 @@ rule verdicts:
     params:
         verdicts=config["verdicts"],
         code=code("verdicts"),
+        **AUDIT_QUALITY,
     log:
         "results/logs/verdicts/{dataset}/{scenario}.log",
     benchmark:

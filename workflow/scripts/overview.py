@@ -13,4 +13,5 @@ with rule_log(snakemake.log[0], snakemake.input):
         summary=snakemake.input.get("summary"),
         verdict_summary=snakemake.input.get("verdict_summary"),
         suspicious=snakemake.input.get("suspicious"),
+        details=snakemake.input.get("details"),
     )

@@ -13,4 +13,6 @@ with rule_log(snakemake.log[0], snakemake.input):
         Path(snakemake.output.table).parent,
         snakemake.params.verdicts,
         threads=snakemake.threads,
+        metrics=snakemake.input.get("metrics"),
+        quality=snakemake.params.get("quality"),
     )

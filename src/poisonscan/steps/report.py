@@ -4,6 +4,7 @@ a t-SNE map per scenario and the figures of every detection method."""
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -110,6 +111,7 @@ def overview_page(
     verdict_summary: PathLike | None = None,
     suspicious: PathLike | None = None,
     max_suspicious: int = 50,
+    details: PathLike | None = None,
 ) -> None:
     """The report's first page (``out_dir/index.html``): the verdicts, the detection table.
 
@@ -123,6 +125,9 @@ def overview_page(
         ``results/verdicts.csv``: every method's verdicts against the ground truth.
     suspicious : path, optional
         An audit's ``suspicious.csv``; its first ``max_suspicious`` rows are shown.
+    details : path, optional
+        An audit's ``verdicts.json``: its ``model_quality`` (the model's accuracy, the gate,
+        how many images were judged) is shown under the verdicts' heading.
     """
     import base64
     import html
@@ -139,9 +144,16 @@ def overview_page(
         head = (f"{len(poisoned)} of {len(rows)} classes poisoned: "
                 + ", ".join(f"{r['class']} ({html.escape(r['name'])})" for r in poisoned)
                 if poisoned else f"no class of {len(rows)} is poisoned")  # fmt: skip
+        if not poisoned and any(r["verdict"] == "inconclusive" for r in rows):
+            head = f"inconclusive: no class of {len(rows)} can be called clean"
         parts.append(f"<h2>Verdicts: {html.escape(name)}</h2><p>{head}. Shown: the poisoned "
                      "classes, then the five with the largest z (all classes: verdicts.csv)."
                      "</p>")  # fmt: skip
+        if details is not None:
+            with open(details) as f:
+                quality = json.load(f).get("model_quality")
+            if quality:
+                parts.append(f"<p class='quality'>{html.escape(quality['summary'])}.</p>")
         parts.append(_html_table(shown, columns, mark="verdict"))
         data = base64.b64encode(Path(figure).read_bytes()).decode()
         parts.append(f"<img src='data:image/png;base64,{data}' alt='verdicts of {name}'>")

@@ -84,6 +84,8 @@ def audit_scenario(
     out_dir: PathLike,
     params: Mapping[str, Any],
     threads: int = 1,
+    metrics: PathLike | None = None,
+    quality: Mapping[str, Any] | None = None,
 ) -> None:
     """The verdict on every class of the explanation store (:func:`poisonscan.verdicts.audit`).
 
@@ -104,6 +106,14 @@ def audit_scenario(
         The trained model, for the causal check.
     params : mapping
         The ``verdicts`` config section.
+    metrics : path, optional
+        An audit's ``metrics.json`` (rule ``train`` / ``import_model``): with it, the
+        model-quality gate (:mod:`poisonscan.verdicts.gate`) turns ``clean`` verdicts into
+        ``inconclusive`` when the model's test accuracy is below the ``quality`` section's
+        ``min_kappa``; ``verdicts.json`` records the accuracy and the gate
+        (``model_quality``).
+    quality : mapping, optional
+        The ``model_quality`` config section (default: the gate's defaults).
     """
     from poisonscan import training
     from poisonscan.verdicts import VerdictParams, audit, verdict_table
@@ -121,6 +131,19 @@ def audit_scenario(
     classes = _classes(explanations, image_groups(ds))
     result = audit(classes, ds.x_train, ds.x_test, ds.y_test,
                    lambda x: training.predict(model, norm, x), p)  # fmt: skip
+    gate = None
+    if metrics is not None:
+        from poisonscan.verdicts.gate import MIN_KAPPA, ModelQuality, gate_verdicts
+
+        with open(metrics) as f:
+            clean_acc = json.load(f).get("clean_acc", math.nan)
+        kappa = float((quality or {}).get("min_kappa", MIN_KAPPA))
+        gate = ModelQuality.measure(
+            math.nan if clean_acc is None else clean_acc, len(ds.y_test), ds.n_classes,
+            len(ds.y_train), kappa,
+        )  # fmt: skip
+        result.verdict.update(gate_verdicts(result.verdict, gate))
+        (log.info if gate.passed else log.warning)("%s", gate.describe())
     names = {c: ds.class_names[c] if c < len(ds.class_names) else str(c) for c in classes}
     rows = verdict_table(result, ds.y_train, names)
     out = Path(out_dir)
@@ -142,7 +165,10 @@ def audit_scenario(
     write_npz(out / "samples.npz", flagged=result.flagged, score=result.score, p=result.p,
               q=result.q, peak_share=result.peak_share,
               trigger_score=result.trigger_score)  # fmt: skip
-    write_json(out / "verdicts.json", result.summary())
+    summary = result.summary()
+    if gate is not None:
+        summary["model_quality"] = {**gate.to_dict(), "summary": gate.describe()}
+    write_json(out / "verdicts.json", summary)
     from poisonscan.verdicts.figures import save_class_montage, save_verdict_figure
 
     save_verdict_figure(result, ds, out / "verdicts.png", names)

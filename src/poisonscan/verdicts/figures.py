@@ -15,7 +15,8 @@ __all__ = ["save_class_montage", "save_verdict_figure"]
 
 PathLike = str | os.PathLike[str]
 
-_COLOURS = {"poisoned": "tab:red", "clean": "tab:blue", "too_small": "lightgrey"}
+_COLOURS = {"poisoned": "tab:red", "clean": "tab:blue", "too_small": "lightgrey",
+            "inconclusive": "darkgrey"}  # fmt: skip
 
 
 def save_verdict_figure(

@@ -1,0 +1,73 @@
+"""The model-quality gate of an audit (poisonscan.verdicts.gate) and where it is shown."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import random_dataset
+
+from poisonscan.verdicts.gate import INCONCLUSIVE, ModelQuality, gate_verdicts, min_accuracy
+
+
+def test_the_threshold_is_relative_to_chance() -> None:
+    assert min_accuracy(2) == pytest.approx(0.75)
+    assert min_accuracy(4) == pytest.approx(0.625)
+    assert min_accuracy(10) == pytest.approx(0.55)
+    assert min_accuracy(4, 0.0) == pytest.approx(0.25)  # chance
+    assert min_accuracy(4, 1.0) == pytest.approx(1.0)
+    for bad in ((1, 0.5), (4, 1.5), (4, -0.1)):
+        with pytest.raises(ValueError):
+            min_accuracy(*bad)
+
+
+def test_a_model_that_learned_nothing_gives_inconclusive_not_clean() -> None:
+    """Problem 6 of issue 34: "no class is poisoned" from a model at chance accuracy."""
+    import torch
+
+    from poisonscan.models import build_model
+    from poisonscan.training import Normalization, predict
+
+    ds = random_dataset(n_classes=4, n_train=4, n_test=30)
+    torch.manual_seed(0)
+    model = build_model("net", 4, 32)  # random weights: learned nothing
+    norm = Normalization((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    acc = float(np.mean(predict(model, norm, ds.x_test) == ds.y_test))
+    assert acc < 0.5  # the issue's cases: 0.25, 0.375 (and 0.59 < 0.625 for 4 classes)
+    quality = ModelQuality.measure(acc, len(ds.y_test), 4, len(ds.y_train))
+    assert not quality.passed and quality.kappa < 0.5
+    verdicts = {0: "clean", 1: "clean", 2: "poisoned", 3: "too_small"}
+    assert gate_verdicts(verdicts, quality) == {0: INCONCLUSIVE, 1: INCONCLUSIVE,
+                                                2: "poisoned", 3: "too_small"}  # fmt: skip
+    assert "inconclusive" in quality.describe() and "120 test images" in quality.describe()
+    good = ModelQuality.measure(0.9, 120, 4, 16)
+    assert good.passed and gate_verdicts(verdicts, good) == verdicts
+    assert "16 training images judged" in good.describe()
+    unknown = ModelQuality.measure(math.nan, 0, 4, 16)  # no test image: nothing shows it
+    assert not unknown.passed and unknown.to_dict()["clean_acc"] is None
+    assert ModelQuality.measure(0.59, 40, 4, 160).passed is False  # the issue's third case
+
+
+def test_the_overview_shows_the_gate(tmp_path: Path) -> None:
+    from poisonscan.steps.report import overview_page
+
+    table = tmp_path / "verdicts.csv"
+    with open(table, "w", newline="") as f:
+        w = csv.DictWriter(f, ["class", "name", "verdict", "z"])
+        w.writeheader()
+        w.writerows([{"class": 0, "name": "a", "verdict": INCONCLUSIVE, "z": 0.1},
+                     {"class": 1, "name": "b", "verdict": INCONCLUSIVE, "z": 0.2}])  # fmt: skip
+    figure = tmp_path / "verdicts.png"
+    figure.write_bytes(b"png")
+    quality = ModelQuality.measure(0.25, 12, 2, 48)
+    details = tmp_path / "verdicts.json"
+    details.write_text(json.dumps({"model_quality": {**quality.to_dict(),
+                                                     "summary": quality.describe()}}))  # fmt: skip
+    overview_page(tmp_path / "overview", [("audit", table, figure)], details=details)
+    page = (tmp_path / "overview" / "index.html").read_text()
+    assert "inconclusive: no class of 2 can be called clean" in page
+    assert "model accuracy 0.250 on 12 test images" in page and "48 training images" in page
