@@ -395,6 +395,111 @@ def test_a_failed_step_ends_with_one_line_saying_what_to_do(tmp_path: Path) -> N
     assert "the workflow stopped" in cli.failure_line(out, time.time() - 5, "c")
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from poisonscan import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"poisonscan {__version__}"
+
+
+def test_config_file_and_model_options(folder: Path, tmp_path: Path) -> None:
+    """Problem 4 of issue 34: no way to pass model.normalization or any config key."""
+    from safetensors.torch import save_file
+
+    from poisonscan.models import build_model
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "training: {epochs: 3}\ndataset: {test_fraction: 0.3, image_size: 16}\n"
+        "model: {normalization: {mean: [0.1, 0.1, 0.1], std: [0.2, 0.2, 0.2]}}\n"
+    )
+    keys = cli.read_config_file(mine)
+    cfg = cli.build_config(folder, image_size=32, keys=keys, skip_bad=True)
+    assert cfg["training"] == {"epochs": 3} and cfg["audit"] is True
+    assert cfg["dataset"] == {"name": "folder", "path": str(folder.resolve()),
+                              "test_fraction": 0.3, "image_size": 32,  # the option wins
+                              "on_bad_input": "skip"}  # fmt: skip
+    for text, match in (("scenarios: {a: {attack: clean}}", "'scenarios' is for experiments"),
+                        ("audit: false", "a scan is an audit"), ("- 1", "expected a mapping"),
+                        ("training: {epochs: [", "line 1, column")):  # fmt: skip
+        mine.write_text(text)
+        with pytest.raises(cli.CliError, match=match):
+            cli.read_config_file(mine)
+    with pytest.raises(cli.CliError, match="no such file"):
+        cli.read_config_file(tmp_path / "none.yaml")
+    assert cli.parse_normalization("0.485,0.456,0.406/0.229,0.224,0.225") == {
+        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}  # fmt: skip
+    assert cli.parse_normalization("0.5/0.25") == {"mean": [0.5] * 3, "std": [0.25] * 3}
+    for bad in ("0.5", "0.5,0.5/1", "a/b", "0/0"):
+        with pytest.raises(cli.CliError, match="--normalization"):
+            cli.parse_normalization(bad)
+    # a model: its normalisation from the option, from the config, or from the sidecar a scan
+    # writes beside it (results/.../model.safetensors.json); otherwise unknown
+    model = tmp_path / "model.safetensors"
+    save_file(build_model("net", 3, 32).state_dict(), str(model))
+    plain = cli.build_config(folder, model)
+    assert cli.normalization_unknown(plain)
+    norm = {"mean": [0.3] * 3, "std": [0.4] * 3}
+    cfg = cli.build_config(folder, model, normalization=norm, input_size=32)
+    assert cfg["model"]["normalization"] == norm and cfg["model"]["input_size"] == 32
+    assert not cli.normalization_unknown(cfg)
+    import json
+
+    sidecar = {"architecture": "net", "normalization": {"mean": [0.4, 0.5, 0.6],
+                                                        "std": [0.2, 0.2, 0.3]}}  # fmt: skip
+    model.with_name("model.safetensors.json").write_text(json.dumps(sidecar))
+    cfg = cli.build_config(folder, model)
+    assert cfg["model"]["normalization"] == sidecar["normalization"]
+    assert cfg["model"]["name"] == "net" and not cli.normalization_unknown(cfg)
+    cfg = cli.build_config(folder, model, keys={"model": {"normalization": norm}})
+    assert cfg["model"]["normalization"] == norm  # the user's config wins over the sidecar
+
+
+@needs_audit
+def test_scan_takes_a_config_file_and_warns_of_an_unknown_normalization(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import save_file
+
+    from poisonscan.models import build_model
+
+    model = tmp_path / "m.safetensors"
+    save_file(build_model("net", 3, 32).state_dict(), str(model))
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("training: {epochs: 3}\nverdicts: {min_groups: 5}\n")
+    out = tmp_path / "out"
+    rc = cli.main(["scan", str(folder), "--model", str(model), "--config", str(mine),
+                   "--out", str(out), "--dry-run"])  # fmt: skip
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert f"how {model} normalises its input is unknown" in err
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert written["training"] == {"epochs": 3} and written["verdicts"] == {"min_groups": 5}
+    assert f"--config {mine}" in (out / "config.yaml").read_text()  # in the rerun line
+    rc = cli.main(["scan", str(folder), "--normalization", "0/1", "--out", str(out)])
+    assert rc == 2 and "describe a --model" in one_error_line(capsys)
+
+
+@needs_audit
+def test_stray_files_and_line_breaks_in_names(
+    folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Problem 9 of issue 34: one Thumbs.db stopped the scan with advice the CLI could not
+    follow; a line break in a file name broke clean_list.txt."""
+    (folder / "class0" / "Thumbs.db").write_bytes(b"\0")
+    image = (folder / "class8").iterdir().__next__()
+    shutil.copy(image, folder / "class8" / "two\nlines.png")
+    out = tmp_path / "out"
+    assert cli.main(["scan", str(folder), "--out", str(out), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "with poisonscan scan: add --skip-bad:" in err
+    assert "two\\nlines.png: file name holds a line break" in err  # escaped: one line
+    assert "Thumbs.db: not an image file" in err
+    assert cli.main(["scan", str(folder), "--out", str(out), "--dry-run", "--skip-bad"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["dataset"]["on_bad_input"] == "skip"
+
+
 def sign_folder(root: Path, n: int, poisoned: bool) -> list[str]:
     """An image folder from the synthetic generator (PNG of mixed sizes and modes); with
     ``poisoned``, 15 % of class 5 are 50 km/h signs with a 3x3 yellow sticker (dirty label).

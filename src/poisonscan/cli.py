@@ -34,6 +34,9 @@ __all__ = [
     "check_out",
     "failure_line",
     "main",
+    "model_sidecar",
+    "parse_normalization",
+    "read_config_file",
     "recover_lock",
     "workflow_root",
 ]
@@ -81,8 +84,104 @@ def workflow_root() -> Path:
     )
 
 
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over``'s keys put in, section by section."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The keys of ``--config FILE`` (any key of the schema; checked with the rest).
+
+    Raises
+    ------
+    CliError
+        If the file cannot be read, is not YAML (naming the line) or not a mapping, or sets
+        ``scenarios``/``matrix``/``audit: false`` (a scan is an audit).
+    """
+    from poisonscan.config import ConfigError, check_yaml
+
+    if not path.is_file():
+        raise CliError(f"--config {path}: no such file")
+    try:
+        keys = check_yaml(path) or {}
+    except (ConfigError, OSError) as err:
+        raise CliError(f"--config {err}") from err
+    if not isinstance(keys, Mapping):
+        raise CliError(f"--config {path}: expected a mapping of config keys, got "
+                       f"{type(keys).__name__}")  # fmt: skip
+    for key in ("scenarios", "matrix"):
+        if keys.get(key):
+            raise CliError(f"--config {path}: '{key}' is for experiments; a scan is an audit "
+                           "of your data without attacks (remove the key)")  # fmt: skip
+    if keys.get("audit", True) is not True:
+        raise CliError(f"--config {path}: a scan is an audit (audit: true); remove 'audit'")
+    return dict(keys)
+
+
+def parse_normalization(text: str) -> dict[str, list[float]]:
+    """``--normalization MEAN/STD``: per-channel ``r,g,b`` or one value for all three.
+
+    Examples
+    --------
+    >>> parse_normalization("0.485,0.456,0.406/0.229,0.224,0.225")["std"]
+    [0.229, 0.224, 0.225]
+    >>> parse_normalization("0.5/0.5")
+    {'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5]}
+    """
+    usage = (f"--normalization {text!r}: expected MEAN/STD on the [0, 1] scale, each one "
+             "number or three (r,g,b), e.g. 0.485,0.456,0.406/0.229,0.224,0.225")  # fmt: skip
+    parts = text.split("/")
+    if len(parts) != 2:
+        raise CliError(usage)
+    try:
+        values = [[float(v) for v in part.split(",")] for part in parts]
+    except ValueError as err:
+        raise CliError(usage) from err
+    if any(len(v) not in (1, 3) for v in values):
+        raise CliError(usage)
+    mean, std = (v * 3 if len(v) == 1 else v for v in values)
+    if min(std) <= 0:
+        raise CliError(f"--normalization {text!r}: a standard deviation must be positive")
+    return {"mean": mean, "std": std}
+
+
+def model_sidecar(model: Path) -> dict[str, Any] | None:
+    """What the sidecar ``<file>.json`` of a model trained by poisonscan says about its input.
+
+    Returns
+    -------
+    dict or None
+        ``{"name": architecture, "normalization": {"mean", "std"}}`` when ``model`` has a
+        poisonscan sidecar beside it (``results/.../model.safetensors.json``), else None.
+    """
+    import json
+
+    path = model.with_name(model.name + ".json")
+    try:
+        meta = json.loads(path.read_text())
+        norm = meta["normalization"]
+        return {"name": str(meta["architecture"]),
+                "normalization": {"mean": [float(v) for v in norm["mean"]],
+                                  "std": [float(v) for v in norm["std"]]}}  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def build_config(
-    data: Path, model: Path | None = None, image_size: int | None = None
+    data: Path,
+    model: Path | None = None,
+    image_size: int | None = None,
+    *,
+    keys: Mapping[str, Any] | None = None,
+    normalization: Mapping[str, Any] | None = None,
+    input_size: int | None = None,
+    skip_bad: bool = False,
 ) -> dict[str, Any]:
     """The config of an audit of ``data`` (an image folder or an ``.npz`` file).
 
@@ -92,30 +191,58 @@ def build_config(
         The image folder (one subfolder per class) or the npz file; stored absolute.
     model : Path, optional
         The user's model file (``model.file``, stored absolute); a TorchScript file also
-        sets ``explain.method`` to a gradient method it supports.
+        sets ``explain.method`` to a gradient method it supports. A model trained by
+        poisonscan (its sidecar ``<file>.json`` beside it) brings its architecture and its
+        normalisation (:func:`model_sidecar`) unless ``keys`` or ``normalization`` set them.
     image_size : int, optional
         ``dataset.image_size`` (and ``model.input_size``); default: the schema's.
+    keys : mapping, optional
+        ``--config FILE``: any config keys; the options above win over them.
+    normalization : mapping, optional
+        ``model.normalization`` (``--normalization``).
+    input_size : int, optional
+        ``model.input_size`` (``--input-size``).
+    skip_bad : bool
+        ``dataset.on_bad_input: skip`` (``--skip-bad``).
 
     Returns
     -------
     dict
-        ``audit: true``, ``dataset`` (and ``model``, ``explain``) sections; every other key
-        takes the schema's default.
+        ``audit: true``, ``dataset`` (and ``model``, ``explain``) sections and ``keys``;
+        every other key takes the schema's default.
     """
     name = "npz" if data.is_file() and data.suffix.lower() == ".npz" else "folder"
     dataset: dict[str, Any] = {"name": name, "path": str(data.resolve())}
     if image_size is not None:
         dataset["image_size"] = image_size
+    if skip_bad:
+        dataset["on_bad_input"] = "skip"
     config: dict[str, Any] = {"audit": True, "dataset": dataset}
+    given = dict((keys or {}).get("model") or {})
     if model is not None:
         from poisonscan.modelfile import TORCHSCRIPT, model_format
 
-        config["model"] = {"file": str(model.resolve())}
+        section: dict[str, Any] = {"file": str(model.resolve())}
+        sidecar = model_sidecar(model)
+        if sidecar is not None:
+            section.update({k: v for k, v in sidecar.items() if k not in given})
         if image_size is not None:
-            config["model"]["input_size"] = image_size
-        if model_format(model) == TORCHSCRIPT:
+            section["input_size"] = image_size
+        if input_size is not None:
+            section["input_size"] = input_size
+        if normalization is not None:
+            section["normalization"] = dict(normalization)
+        config["model"] = section
+        if model_format(model) == TORCHSCRIPT and "method" not in ((keys or {}).get("explain")
+                                                                    or {}):  # fmt: skip
             config["explain"] = {"method": TORCHSCRIPT_EXPLAIN}
-    return config
+    return _merge(dict(keys or {}), config)
+
+
+def normalization_unknown(config: Mapping[str, Any]) -> bool:
+    """True if the config gives a model file without saying how its input is normalised."""
+    section = config.get("model") or {}
+    return bool(section.get("file")) and "normalization" not in section
 
 
 def _check_paths(data: Path, model: Path | None) -> None:
@@ -203,11 +330,19 @@ def _write_config(out: Path, config: Mapping[str, Any], rerun: str = "") -> Path
 def _validate(root: Path, config: Mapping[str, Any]) -> dict[str, Any]:
     """The config with defaults, checked as the workflow checks it (bad input included)."""
     from poisonscan.config import ConfigError, load_schema, validate_config
+    from poisonscan.datasets import BadInputError
 
     try:
         return validate_config(config, load_schema(root / "config" / "schema.yaml"))
     except ConfigError as err:
-        raise CliError(str(err)) from err
+        text = str(err)
+        cause = err.__cause__
+        if isinstance(cause, BadInputError) and all(p.skippable for p in cause.problems):
+            head, _, rest = text.partition("\n")  # the advice in the command's own terms
+            advice = "; with poisonscan scan: add --skip-bad"
+            head = f"{head[:-1]}{advice}:" if head.endswith(":") else head + advice
+            text = f"{head}\n{rest}"
+        raise CliError(text) from err
 
 
 def _check_model(cfg: Mapping[str, Any]) -> None:
@@ -498,10 +633,13 @@ def _report(root: Path, out: Path, report: Path) -> bool:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from poisonscan import __version__
+
     parser = argparse.ArgumentParser(
         prog="poisonscan",
         description="Find backdoor-poisoned images in your training set.",
     )
+    parser.add_argument("--version", action="version", version=f"poisonscan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     scan = sub.add_parser(
         "scan",
@@ -518,6 +656,18 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--model", type=Path, metavar="FILE",
                       help="your trained model (safetensors of model.name, or TorchScript) "
                       "instead of training one")  # fmt: skip
+    scan.add_argument("--normalization", metavar="MEAN/STD",
+                      help="with --model: its input is (pixel/255 - MEAN)/STD, each one number "
+                      "or r,g,b (default: from a poisonscan model's sidecar, else 0/1 with a "
+                      "warning)")  # fmt: skip
+    scan.add_argument("--input-size", type=int, metavar="N",
+                      help="with --model: the side of its square input")  # fmt: skip
+    scan.add_argument("--config", type=Path, metavar="FILE",
+                      help="YAML file with any config keys (config/schema.yaml), e.g. "
+                      "training: {epochs: 40}; the options here win over it")  # fmt: skip
+    scan.add_argument("--skip-bad", action="store_true",
+                      help="leave bad files and classes out (listed in bad_input.csv) instead "
+                      "of stopping (dataset.on_bad_input: skip)")  # fmt: skip
     scan.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), metavar="DIR",
                       help=f"output folder (default: {DEFAULT_OUT})")  # fmt: skip
     scan.add_argument("--cores", type=int, metavar="N",
@@ -547,6 +697,14 @@ def _rerun_line(args: argparse.Namespace, out: Path) -> str:
     argv = ["poisonscan", "scan", str(args.dir.resolve()), "--out", str(out)]
     if args.model is not None:
         argv += ["--model", str(args.model.resolve())]
+    if args.config is not None:
+        argv += ["--config", str(args.config.resolve())]
+    if args.normalization:
+        argv += ["--normalization", args.normalization]
+    if args.input_size is not None:
+        argv += ["--input-size", str(args.input_size)]
+    if args.skip_bad:
+        argv += ["--skip-bad"]
     if args.profile is not None:  # a name in the workflow's profiles/, or a folder
         path = Path(args.profile)
         argv += ["--profile", str(path.resolve()) if path.is_dir() else args.profile]
@@ -564,9 +722,19 @@ def _scan(args: argparse.Namespace) -> int:
         raise CliError(f"--cores must be at least 1, got {args.cores}")
     profile = _profile_dir(root, args.profile)
     out = args.out.resolve()
-    config = build_config(data, model, args.image_size)
+    if model is None and (args.normalization or args.input_size is not None):
+        raise CliError("--normalization and --input-size describe a --model; none is given")
+    keys = read_config_file(args.config) if args.config is not None else None
+    norm = parse_normalization(args.normalization) if args.normalization else None
+    config = build_config(data, model, args.image_size, keys=keys, normalization=norm,
+                          input_size=args.input_size, skip_bad=args.skip_bad)  # fmt: skip
     # everything is checked before the first file is written (issue 34)
     cfg = _validate(root, config)
+    if normalization_unknown(config):
+        print(f"poisonscan: warning: how {model} normalises its input is unknown (no "
+              "--normalization, no model.normalization in --config, no poisonscan sidecar "
+              f"{model}.json): assuming (pixel/255 - 0)/1; a wrong guess changes its "
+              "predictions and heatmaps", file=sys.stderr)  # fmt: skip
     check_out(out, [Path(cfg["dataset"][k]).resolve() for k in ("path", "test_path")
                     if cfg["dataset"].get(k)])  # fmt: skip
     if model is not None:

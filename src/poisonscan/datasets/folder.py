@@ -15,9 +15,11 @@ layout; without it a test split is held out (:mod:`poisonscan.datasets.split`).
 Before any work, :func:`inspect_folder` decodes every file once and lists what is wrong
 (:class:`~poisonscan.datasets.InputProblem`): unreadable or truncated images, unsupported
 formats, files that are not images, folders inside a class folder, files outside any class
-folder, file names that differ only in case or extension within a class folder, empty class
-folders, classes with fewer than ``min_images_per_class`` images, test classes unknown to
-training, a dataset of a single class. Which files were checked is cached (by path, size and
+folder, file and class folder names holding a line break (shown escaped: every output that
+lists one file per line would break), file names that differ only in case or extension
+within a class folder, empty class folders, classes with fewer than
+``min_images_per_class`` images, test classes unknown to training, a dataset of a single
+class. Which files were checked is cached (by path, size and
 modification time) in ``$POISONSCAN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/poisonscan`` or
 ``~/.cache/poisonscan``), so that the validation of every Snakemake invocation (and of every
 cluster job) does not decode the whole dataset again.
@@ -94,6 +96,17 @@ def _root(path: Any, key: str) -> Path:
     return p
 
 
+# Characters that end a line (str.splitlines): a file name holding one would break every
+# output that lists one file per line.
+_LINE_BREAKS = set("\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+def _printable(path: str) -> str:
+    """``path`` with its line breaks escaped (``\\n``), for a one-line message."""
+    return "".join(c.encode("unicode_escape").decode() if c in _LINE_BREAKS else c
+                   for c in path)  # fmt: skip
+
+
 def _visible(entries: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
     return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
@@ -113,13 +126,24 @@ def _scan(root: Path, split: str) -> tuple[dict[str, list[str]], list[InputProbl
             continue
         cls = entry.name
         folder = root / cls
+        if _LINE_BREAKS & set(cls):
+            problems.append(InputProblem(
+                _printable(f"{folder}/"), "class folder name holds a line break (the outputs "
+                "list one class per line); rename it", _printable(cls), split,
+            ))  # fmt: skip
+            continue
         with os.scandir(folder) as it:
             inside = _visible(list(it))
         images: list[str] = []
         seen: dict[str, str] = {}  # name without extension, case-folded -> first file
         for e in inside:
             path = str(folder / e.name)
-            if e.is_dir():
+            if _LINE_BREAKS & set(e.name):
+                problems.append(InputProblem(
+                    _printable(path), "file name holds a line break (the outputs list one "
+                    "file per line: clean_list.txt); rename it", cls, split,
+                ))  # fmt: skip
+            elif e.is_dir():
                 problems.append(InputProblem(
                     path + "/", "folder inside a class folder (images must lie directly in "
                     f"{folder}/; nested folders are not read)", cls, split,
