@@ -19,8 +19,19 @@ Modules, one concept each:
 - :mod:`poisonscan.codehash`    code hashes of the workflow rules, from the imports
 - :mod:`poisonscan.rulelog`     a workflow step's log file
 - :mod:`poisonscan.steps`       one function per workflow rule, one module per rule file
+- :mod:`poisonscan.cli`, :mod:`poisonscan.api`  the `poisonscan` command; `poisonscan.audit(...)`
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``poisonscan.audit``, ``poisonscan.load``, ``poisonscan.AuditResult``: the Python API
+    (:mod:`poisonscan.api`), imported on first use so that ``import poisonscan`` stays light."""
+    if name in ("audit", "load", "AuditResult", "AuditError"):
+        from poisonscan import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'poisonscan' has no attribute {name!r}")
