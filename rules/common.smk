@@ -45,7 +45,8 @@ SCENARIOS = sorted(config["scenarios"])
 # An audit gates its verdicts on the model's test accuracy (poisonscan.verdicts.gate); the
 # experiments, scored against their ground truth, do not.
 AUDIT_METRICS = {"metrics": "results/{dataset}/{scenario}/metrics.json"} if AUDIT else {}
-AUDIT_QUALITY = {"quality": config["model_quality"]} if AUDIT else {}
+# An audit also judges the held-out test images (poisonscan.verdicts.heldout): every file.
+AUDIT_QUALITY = {"quality": config["model_quality"], "judge_test": True} if AUDIT else {}
 # Where each scenario of the experiment matrix sits in it (for the aggregated tables).
 MATRIX = {sc.name: sc for sc in expand_matrix(config["matrix"])}
 DISTANCES = config["distances"]["methods"]

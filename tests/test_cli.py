@@ -557,13 +557,16 @@ def test_scan_finds_the_poisoned_class_and_files_and_nothing_in_a_clean_folder(
     poisoned_classes = sorted(name for name, v in verdicts.items() if v == "poisoned")
     if poisoned:
         assert poisoned_classes == ["05_speed_limit_80"]
-        # every flagged file is a poisoned one; most poisoned files are in the training split
-        # (the held-out test split takes the rest) and all of those are flagged
+        # every flagged file is a poisoned one, and every poisoned file is flagged: those in
+        # the held-out test split too (issue 34, problem 2; 5 of 26 at seed 4)
         assert suspicious and all(p.name in files and p.parent.name == "05_speed_limit_80"
                                   for p in suspicious)  # fmt: skip
-        assert len(suspicious) >= 0.7 * len(files)
+        assert {p.name for p in suspicious} == files
+        with open(base / "suspicious.csv") as f:
+            assert {r["split"] for r in csv.DictReader(f)} == {"train", "test"}
         kept = (base / "clean_list.txt").read_text().split()
         assert not {Path(k).name for k in kept} & {p.name for p in suspicious}
+        assert len(kept) + len(suspicious) == len(list((tmp_path / "signs").rglob("*.png")))
     else:
         assert poisoned_classes == [] and suspicious == []
     assert "Audit:" in proc.stdout + proc.stderr

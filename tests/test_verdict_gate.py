@@ -46,7 +46,7 @@ def test_a_model_that_learned_nothing_gives_inconclusive_not_clean() -> None:
     assert "inconclusive" in quality.describe() and "120 test images" in quality.describe()
     good = ModelQuality.measure(0.9, 120, 4, 16)
     assert good.passed and gate_verdicts(verdicts, good) == verdicts
-    assert "16 training images judged" in good.describe()
+    assert "16 images judged" in good.describe()
     unknown = ModelQuality.measure(math.nan, 0, 4, 16)  # no test image: nothing shows it
     assert not unknown.passed and unknown.to_dict()["clean_acc"] is None
     assert ModelQuality.measure(0.59, 40, 4, 160).passed is False  # the issue's third case
@@ -70,4 +70,46 @@ def test_the_overview_shows_the_gate(tmp_path: Path) -> None:
     overview_page(tmp_path / "overview", [("audit", table, figure)], details=details)
     page = (tmp_path / "overview" / "index.html").read_text()
     assert "inconclusive: no class of 2 can be called clean" in page
-    assert "model accuracy 0.250 on 12 test images" in page and "48 training images" in page
+    assert "model accuracy 0.250 on 12 test images" in page and "48 images judged" in page
+
+
+def test_planted_images_in_the_held_out_split_are_flagged() -> None:
+    """Problem 2 of issue 34: poisoned images that fell into the test split were never judged.
+    They carry the trigger recovered from the training images: flagged, and nothing else."""
+    from test_verdicts import SPOT, YELLOW, dataset, fake_model, reference_images
+
+    from poisonscan.verdicts import VerdictParams, audit
+    from poisonscan.verdicts.heldout import judge_held_out
+
+    classes, x, _ = dataset(poisoned=5, share=0.05)
+    xt, yt = reference_images()
+    planted = np.zeros(len(yt), dtype=bool)
+    planted[np.flatnonzero(yt == 5)[:4]] = True
+    r, c = SPOT
+    xt[planted, r : r + 3, c : c + 3] = YELLOW
+    result = audit(classes, x, xt, yt, fake_model(5), VerdictParams())
+    assert result.poisoned_classes == [5]
+    held = judge_held_out(result, classes, x, xt, yt, 0.05)
+    np.testing.assert_array_equal(held.flagged, planted)
+    assert set(held.signal[planted]) <= {"trigger", "trigger+trigger_added", "combined"}
+    assert np.isnan(held.q[yt != 5]).all()  # clean classes: nothing to judge, as in training
+
+
+def test_the_clean_list_and_filtered_set_cover_the_held_out_images(tmp_path: Path) -> None:
+    from poisonscan.steps.verdicts import clean_list
+    from poisonscan.storage import read_dataset, write_dataset, write_npz
+
+    ds = random_dataset(n_classes=2, n_train=3, n_test=2)
+    ds.extra["path_train"] = np.array([f"tr{i}.png" for i in range(6)])
+    ds.extra["path_test"] = np.array([f"te{i}.png" for i in range(4)])
+    write_dataset(tmp_path / "d.h5", ds)
+    flagged, flagged_test = np.eye(6, dtype=bool)[1], np.eye(4, dtype=bool)[2]
+    write_npz(tmp_path / "s.npz", flagged=flagged, flagged_test=flagged_test)
+    assert clean_list(tmp_path / "s.npz", tmp_path / "d.h5", tmp_path / "c.txt",
+                      tmp_path / "f.h5") == 1  # fmt: skip
+    kept = (tmp_path / "c.txt").read_text().split()
+    assert kept == ["tr0.png", "tr2.png", "tr3.png", "tr4.png", "tr5.png", "te0.png", "te1.png",
+                    "te3.png"]  # fmt: skip
+    filtered = read_dataset(tmp_path / "f.h5")
+    assert len(filtered.y_train) == 5 and len(filtered.y_test) == 3
+    assert list(filtered.extra["path_test"]) == ["te0.png", "te1.png", "te3.png"]

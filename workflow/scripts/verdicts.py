@@ -15,4 +15,5 @@ with rule_log(snakemake.log[0], snakemake.input):
         threads=snakemake.threads,
         metrics=snakemake.input.get("metrics"),
         quality=snakemake.params.get("quality"),
+        judge_test=snakemake.params.get("judge_test", False),
     )

@@ -163,8 +163,10 @@ def overview_page(
             f"<h2>Suspicious images ({len(rows)})</h2><p>Most suspicious first; the "
             f"first {min(len(rows), max_suspicious)} (all: suspicious.csv).</p>"
         )
-        parts.append(_html_table(rows[:max_suspicious],
-                                 ("path", "class", "name", "score", "q", "signal")))  # fmt: skip
+        columns = ("path", "class", "name", "score", "q", "signal")
+        if rows and "split" in rows[0]:  # an audit judged the held-out images too
+            columns += ("split",)
+        parts.append(_html_table(rows[:max_suspicious], columns))
     if verdict_summary is not None:
         parts.append("<h2>Verdicts against the ground truth (every method)</h2>")
         parts.append(_html_table(_csv_rows(verdict_summary), (

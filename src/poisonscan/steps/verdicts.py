@@ -60,11 +60,13 @@ def image_groups(ds: ImageDataset) -> np.ndarray:
     return np.arange(len(ds.y_train))
 
 
-def _image_ids(ds: ImageDataset) -> np.ndarray:
-    """The identity of every training image: its file path where the dataset has one."""
-    if "path_train" in ds.extra:
-        return np.asarray(ds.extra["path_train"]).astype(str)
-    return np.array([f"#{i}" for i in range(len(ds.y_train))])
+def _image_ids(ds: ImageDataset, split: str = "train") -> np.ndarray:
+    """The identity of every image of ``split``: its file path where the dataset has one,
+    else ``#<index>`` (training) or ``#test<index>``."""
+    if f"path_{split}" in ds.extra:
+        return np.asarray(ds.extra[f"path_{split}"]).astype(str)
+    n = len(ds.y_train if split == "train" else ds.y_test)
+    return np.array([f"#{'' if split == 'train' else split}{i}" for i in range(n)])
 
 
 def _classes(explanations: PathLike, groups: np.ndarray) -> dict[int, Any]:
@@ -86,6 +88,7 @@ def audit_scenario(
     threads: int = 1,
     metrics: PathLike | None = None,
     quality: Mapping[str, Any] | None = None,
+    judge_test: bool = False,
 ) -> None:
     """The verdict on every class of the explanation store (:func:`poisonscan.verdicts.audit`).
 
@@ -114,6 +117,11 @@ def audit_scenario(
         (``model_quality``).
     quality : mapping, optional
         The ``model_quality`` config section (default: the gate's defaults).
+    judge_test : bool
+        An audit: judge the test split's images too (:mod:`poisonscan.verdicts.heldout`:
+        by the recovered trigger in their pixels), so that every file gets a verdict;
+        ``suspicious.csv`` gains a ``split`` column, ``samples.npz`` ``flagged_test`` and
+        ``q_test``, ``verdicts.json`` ``held_out``.
     """
     from poisonscan import training
     from poisonscan.verdicts import VerdictParams, audit, verdict_table
@@ -138,9 +146,10 @@ def audit_scenario(
         with open(metrics) as f:
             clean_acc = json.load(f).get("clean_acc", math.nan)
         kappa = float((quality or {}).get("min_kappa", MIN_KAPPA))
+        judged = len(ds.y_train) + (len(ds.y_test) if judge_test else 0)
         gate = ModelQuality.measure(
             math.nan if clean_acc is None else clean_acc, len(ds.y_test), ds.n_classes,
-            len(ds.y_train), kappa,
+            judged, kappa,
         )  # fmt: skip
         result.verdict.update(gate_verdicts(result.verdict, gate))
         (log.info if gate.passed else log.warning)("%s", gate.describe())
@@ -161,11 +170,42 @@ def audit_scenario(
          "prediction": int(prediction[i])}
         for i in flagged[np.argsort(-result.score[flagged], kind="stable")]
     ]  # fmt: skip
-    write_csv(out / "suspicious.csv", suspicious, SUSPICIOUS_COLUMNS)
+    columns, held_arrays, held_summary = SUSPICIOUS_COLUMNS, {}, None
+    if judge_test:
+        from poisonscan.verdicts.heldout import judge_held_out
+
+        held = judge_held_out(result, classes, ds.x_train, ds.x_test, ds.y_test, p.sample_alpha)
+        test_ids = _image_ids(ds, "test")
+        hits = np.flatnonzero(held.flagged)
+        hits = hits[np.argsort(held.q[hits], kind="stable")]
+        predicted = (training.predict(model, norm, ds.x_test[hits]) if len(hits)
+                     else np.zeros(0, dtype=np.int64))  # fmt: skip
+        columns = (*SUSPICIOUS_COLUMNS, "split")
+        for row in suspicious:
+            row["split"] = "train"
+        suspicious += [
+            {"path": test_ids[j], "index": "", "class": int(ds.y_test[j]),
+             "name": names[int(ds.y_test[j])], "score": float(held.score[j]),
+             "p": float(held.p[j]), "q": float(held.q[j]), "signal": str(held.signal[j]),
+             "peak_share": math.nan, "trigger_score": float(held.score[j]),
+             "prediction": int(y), "split": "test"}
+            for j, y in zip(hits, predicted, strict=True)
+        ]  # fmt: skip
+        held_arrays = {"flagged_test": held.flagged, "q_test": held.q}
+        held_summary = {
+            "n_test": len(ds.y_test),
+            "n_flagged": len(hits),
+            "method": "the recovered trigger in the pixels (no heatmaps: the "
+            "model was not trained on them); poisonscan.verdicts.heldout",
+        }
+        log.info("%d of %d held-out test images flagged", len(hits), len(ds.y_test))
+    write_csv(out / "suspicious.csv", suspicious, columns)
     write_npz(out / "samples.npz", flagged=result.flagged, score=result.score, p=result.p,
               q=result.q, peak_share=result.peak_share,
-              trigger_score=result.trigger_score)  # fmt: skip
+              trigger_score=result.trigger_score, **held_arrays)  # fmt: skip
     summary = result.summary()
+    if held_summary is not None:
+        summary["held_out"] = held_summary
     if gate is not None:
         summary["model_quality"] = {**gate.to_dict(), "summary": gate.describe()}
     write_json(out / "verdicts.json", summary)
@@ -312,16 +352,38 @@ def clean_list(
     from poisonscan.storage import write_dataset
 
     ds = read_dataset(dataset)
-    flagged = np.asarray(read_npz(samples)["flagged"], dtype=bool)
+    arrays = read_npz(samples)
+    flagged = np.asarray(arrays["flagged"], dtype=bool)
     if flagged.shape != ds.y_train.shape:
         raise ValueError(f"{samples} has {flagged.size} images but {dataset} has {ds.y_train.size}")
-    ids = _image_ids(ds)[~flagged]
+    ids = list(_image_ids(ds)[~flagged])
+    filtered = filter_training_set(ds, flagged)
+    if "flagged_test" in arrays:  # an audit judged the test split too: every file is listed
+        flagged_test = np.asarray(arrays["flagged_test"], dtype=bool)
+        if flagged_test.shape != ds.y_test.shape:
+            raise ValueError(f"{samples} has {flagged_test.size} test images but {dataset} "
+                             f"has {ds.y_test.size}")  # fmt: skip
+        ids += list(_image_ids(ds, "test")[~flagged_test])
+        filtered = _without_test(filtered, flagged_test)
     with atomic_path(out_list) as tmp:
         Path(tmp).write_text("".join(f"{i}\n" for i in ids))
-    write_dataset(out_dataset, filter_training_set(ds, flagged))
+    write_dataset(out_dataset, filtered)
     log.info("%d of %d training images kept, %d flagged ones left out", int((~flagged).sum()),
              flagged.size, int(flagged.sum()))  # fmt: skip
     return int(flagged.sum())
+
+
+def _without_test(ds: ImageDataset, remove: np.ndarray) -> ImageDataset:
+    """``ds`` without the test images in ``remove`` (and their entries of ``path_test``)."""
+    import dataclasses
+
+    keep = ~remove
+    extra = dict(ds.extra)
+    if "path_test" in extra:
+        extra["path_test"] = np.asarray(extra["path_test"])[keep]
+    meta = {**ds.meta, "removed_test": int(remove.sum())}
+    return dataclasses.replace(ds, x_test=ds.x_test[keep], y_test=ds.y_test[keep], extra=extra,
+                               meta=meta)  # fmt: skip
 
 
 def summarize_verdicts(evaluations: Sequence[PathLike], out: PathLike) -> list[dict[str, Any]]:

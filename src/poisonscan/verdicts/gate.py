@@ -77,7 +77,7 @@ class ModelQuality:
     kappa : float
         The chance-corrected accuracy of ``clean_acc``.
     n_judged : int
-        Training images the verdicts judged.
+        Images the verdicts judged (an audit: the training and the test split).
     passed : bool
         ``clean_acc >= min_acc`` (False for a NaN accuracy: nothing shows the model learned).
     """
@@ -116,11 +116,10 @@ class ModelQuality:
         gate = (f"{self.min_acc:.3f} needed for {self.n_classes} classes: chance-corrected "
                 f"{self.min_kappa:g}, model_quality.min_kappa")  # fmt: skip
         if self.passed:
-            return (f"model accuracy {acc} (at least {gate}); {self.n_judged} training images "
-                    "judged")  # fmt: skip
+            return f"model accuracy {acc} (at least {gate}); {self.n_judged} images judged"
         return (f"model accuracy {acc}, below the {gate}; the model learned too little for its "
                 f"explanations to clear a class, so no class is called clean (inconclusive); "
-                f"{self.n_judged} training images judged")  # fmt: skip
+                f"{self.n_judged} images judged")  # fmt: skip
 
 
 def gate_verdicts(verdicts: Mapping[int, str], quality: ModelQuality) -> dict[int, str]:
