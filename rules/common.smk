@@ -47,6 +47,9 @@ SCENARIOS = sorted(config["scenarios"])
 AUDIT_METRICS = {"metrics": "results/{dataset}/{scenario}/metrics.json"} if AUDIT else {}
 # An audit also judges the held-out test images (poisonscan.verdicts.heldout): every file.
 AUDIT_QUALITY = {"quality": config["model_quality"], "judge_test": True} if AUDIT else {}
+AUDIT_CONFLICTS = (
+    {"conflicts": "results/{dataset}/{scenario}/verdicts/label_conflicts.csv"} if AUDIT else {}
+)
 # Where each scenario of the experiment matrix sits in it (for the aggregated tables).
 MATRIX = {sc.name: sc for sc in expand_matrix(config["matrix"])}
 DISTANCES = config["distances"]["methods"]
@@ -229,6 +232,10 @@ def print_audit(path):
         details = Path(path).with_name("verdicts.json")
         quality = json.loads(details.read_text()).get("model_quality") if details.is_file() else None
         note = f"{quality['summary']}.\n" if quality else ""
+        conflicts = json.loads(details.read_text()).get("label_conflicts") if quality else None
+        if conflicts:
+            note += (f"{conflicts} pairs of (near-)identical images under different labels "
+                     f"(a label-flip signal): {Path(path).with_name('label_conflicts.csv')}\n")
         print(f"\nAudit: {head} ({path}):\n{format_table(shown, cols)}\n{note}")
 
 

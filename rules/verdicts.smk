@@ -33,6 +33,8 @@ rule verdicts:
             subcategory="{scenario}",
         ),
         classes=directory("results/{dataset}/{scenario}/verdicts/classes"),
+        # an audit: (near-)identical images under different labels
+        **AUDIT_CONFLICTS,
     params:
         verdicts=config["verdicts"],
         code=code("verdicts"),

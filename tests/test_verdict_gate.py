@@ -1,4 +1,5 @@
-"""The model-quality gate of an audit (poisonscan.verdicts.gate) and where it is shown."""
+"""An audit's additions to the verdicts: the model-quality gate (poisonscan.verdicts.gate), the
+held-out images (.heldout), label conflicts (.conflicts), and where they are shown."""
 
 from __future__ import annotations
 
@@ -113,3 +114,19 @@ def test_the_clean_list_and_filtered_set_cover_the_held_out_images(tmp_path: Pat
     filtered = read_dataset(tmp_path / "f.h5")
     assert len(filtered.y_train) == 5 and len(filtered.y_test) == 3
     assert list(filtered.extra["path_test"]) == ["te0.png", "te1.png", "te3.png"]
+
+
+def test_identical_images_under_different_labels_are_listed() -> None:
+    """Problem 9 of issue 34: the same picture in two classes (a label flip) raised nothing."""
+    from poisonscan.verdicts.conflicts import label_conflicts
+
+    ds = random_dataset(n_classes=3, n_train=10, n_test=0)
+    x, y = ds.x_train.copy(), ds.y_train.copy()
+    x[12] = x[0]  # class 0's first image again, labelled 1: identical
+    x[25] = np.clip(x[1].astype(int) + 3, 0, 255).astype(np.uint8)  # brighter copy, label 2
+    x[5] = x[0]  # a duplicate within class 0: not a conflict
+    pairs = label_conflicts(x, y, 4)
+    assert (0, 12, 0) in pairs and (5, 12, 0) in pairs
+    assert any(p[:2] == (1, 25) and p[2] <= 4 for p in pairs)
+    assert all(y[i] != y[j] for i, j, _ in pairs) and (0, 5, 0) not in pairs
+    assert {p[:2] for p in label_conflicts(x, y, -1)} == {(0, 12), (5, 12)}  # exact only

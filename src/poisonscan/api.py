@@ -60,7 +60,8 @@ class AuditResult:
         The model's test accuracy and the gate (:mod:`poisonscan.verdicts.gate`).
     paths : dict of str to Path
         ``verdicts``, ``suspicious``, ``clean_list``, ``filtered``, ``details``,
-        ``overview`` (the HTML page), ``figure``.
+        ``overview`` (the HTML page), ``figure``, ``label_conflicts`` (identical images under
+        different labels).
     """
 
     out: Path
@@ -124,6 +125,7 @@ def load(out: PathLike) -> AuditResult:
         "filtered": base / "filtered.h5",
         "details": details_path,
         "figure": base / "verdicts.png",
+        "label_conflicts": base / "label_conflicts.csv",
         "overview": root / "results" / "overview" / "index.html",
     }
     return AuditResult(

@@ -151,9 +151,14 @@ def overview_page(
                      "</p>")  # fmt: skip
         if details is not None:
             with open(details) as f:
-                quality = json.load(f).get("model_quality")
+                info = json.load(f)
+            quality = info.get("model_quality")
             if quality:
                 parts.append(f"<p class='quality'>{html.escape(quality['summary'])}.</p>")
+            if info.get("label_conflicts"):
+                parts.append(f"<p class='conflicts'>{info['label_conflicts']} pairs of "
+                             "(near-)identical images under different labels (a label-flip "
+                             "signal): label_conflicts.csv.</p>")  # fmt: skip
         parts.append(_html_table(shown, columns, mark="verdict"))
         data = base64.b64encode(Path(figure).read_bytes()).decode()
         parts.append(f"<img src='data:image/png;base64,{data}' alt='verdicts of {name}'>")

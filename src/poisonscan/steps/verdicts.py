@@ -47,6 +47,10 @@ VERDICT_COLUMNS = ("class", "name", "verdict", "n", "n_groups", "statistic", "z"
                    "label_flagged")  # fmt: skip
 SUSPICIOUS_COLUMNS = ("path", "index", "class", "name", "score", "p", "q", "signal",
                       "peak_share", "trigger_score", "prediction")  # fmt: skip
+# An audit's pairs of (near-)identical images under different labels (rule verdicts).
+CONFLICTS_NAME = "label_conflicts.csv"
+CONFLICT_COLUMNS = ("path_a", "class_a", "name_a", "split_a", "path_b", "class_b", "name_b",
+                    "split_b", "distance")  # fmt: skip
 # The baselines with a verdict on every class (rule verdict_baselines).
 BASELINES = ("scan_tang", "spectre", "ac", "ss")
 
@@ -58,6 +62,29 @@ def image_groups(ds: ImageDataset) -> np.ndarray:
         if key in ds.extra:
             return np.asarray(ds.extra[key])
     return np.arange(len(ds.y_train))
+
+
+def _write_conflicts(path: Path, ds: ImageDataset, names: Mapping[int, str]) -> int:
+    """``label_conflicts.csv``: the (near-)identical images under different labels, both
+    splits (:func:`poisonscan.verdicts.conflicts.label_conflicts`); returns their count."""
+    from poisonscan.verdicts.conflicts import label_conflicts
+
+    meta = ds.meta.get("dataset") if isinstance(ds.meta.get("dataset"), Mapping) else ds.meta
+    distance = int(meta.get("duplicate_distance", 4))  # the split's near-duplicate measure
+    x = np.concatenate([ds.x_train, ds.x_test])
+    y = np.concatenate([ds.y_train, ds.y_test])
+    ids = np.concatenate([_image_ids(ds), _image_ids(ds, "test")])
+    split = ["train"] * len(ds.y_train) + ["test"] * len(ds.y_test)
+    pairs = label_conflicts(x, y, distance)
+    rows = [{"path_a": ids[i], "class_a": int(y[i]), "name_a": names.get(int(y[i]), ""),
+             "split_a": split[i], "path_b": ids[j], "class_b": int(y[j]),
+             "name_b": names.get(int(y[j]), ""), "split_b": split[j], "distance": d}
+            for i, j, d in pairs]  # fmt: skip
+    write_csv(path, rows, CONFLICT_COLUMNS)
+    if pairs:
+        log.warning("%d pairs of (near-)identical images under different labels (a label-flip "
+                    "signal): %s", len(pairs), path)  # fmt: skip
+    return len(pairs)
 
 
 def _image_ids(ds: ImageDataset, split: str = "train") -> np.ndarray:
@@ -121,7 +148,9 @@ def audit_scenario(
         An audit: judge the test split's images too (:mod:`poisonscan.verdicts.heldout`:
         by the recovered trigger in their pixels), so that every file gets a verdict;
         ``suspicious.csv`` gains a ``split`` column, ``samples.npz`` ``flagged_test`` and
-        ``q_test``, ``verdicts.json`` ``held_out``.
+        ``q_test``, ``verdicts.json`` ``held_out``; ``label_conflicts.csv`` lists the
+        (near-)identical images under different labels (:data:`CONFLICT_COLUMNS`; their count
+        in ``verdicts.json`` ``label_conflicts``).
     """
     from poisonscan import training
     from poisonscan.verdicts import VerdictParams, audit, verdict_table
@@ -191,6 +220,7 @@ def audit_scenario(
              "prediction": int(y), "split": "test"}
             for j, y in zip(hits, predicted, strict=True)
         ]  # fmt: skip
+        _write_conflicts(out / CONFLICTS_NAME, ds, names)
         held_arrays = {"flagged_test": held.flagged, "q_test": held.q}
         held_summary = {
             "n_test": len(ds.y_test),
@@ -206,6 +236,8 @@ def audit_scenario(
     summary = result.summary()
     if held_summary is not None:
         summary["held_out"] = held_summary
+        with open(out / CONFLICTS_NAME, newline="") as f:
+            summary["label_conflicts"] = sum(1 for _ in f) - 1
     if gate is not None:
         summary["model_quality"] = {**gate.to_dict(), "summary": gate.describe()}
     write_json(out / "verdicts.json", summary)
