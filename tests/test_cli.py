@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import subprocess
 import sys
@@ -115,6 +116,24 @@ def test_a_bad_model_file_is_one_line_and_exit_code_2(
                    "--out", str(tmp_path / "out")])  # fmt: skip
     assert rc == 2
     assert "is neither a safetensors checkpoint nor a TorchScript file" in one_error_line(capsys)
+
+
+def test_a_torch_save_checkpoint_is_named_as_such_and_never_unpickled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], folder: Path
+) -> None:
+    """Problem 9 of issue 34: an ordinary torch.save checkpoint was called "corrupted"."""
+    import torch
+
+    from poisonscan.models import build_model
+
+    state = build_model("net", 3, 32).state_dict()
+    torch.save(state, tmp_path / "m.pt")
+    torch.save(state, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    for name, what in (("m.pt", "is a torch.save checkpoint"), ("old.pt", "is a pickle")):
+        rc = cli.main(["scan", str(folder), "--model", str(tmp_path / name),
+                       "--out", str(tmp_path / "out")])  # fmt: skip
+        line = one_error_line(capsys)
+        assert rc == 2 and what in line and "save_file(model.state_dict()" in line
 
 
 @needs_audit
@@ -498,6 +517,41 @@ def test_stray_files_and_line_breaks_in_names(
     assert "Thumbs.db: not an image file" in err
     assert cli.main(["scan", str(folder), "--out", str(out), "--dry-run", "--skip-bad"]) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["dataset"]["on_bad_input"] == "skip"
+
+
+def test_a_built_wheel_carries_the_workflow(folder: Path, tmp_path: Path) -> None:
+    """Problem 8 of issue 34: a non-editable install gave a command without its workflow.
+    The wheel is built from a copy of the checkout, installed into a folder of its own and
+    its command checks a scan (the dependencies are this environment's)."""
+    src = tmp_path / "src"
+    for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "Snakefile",
+                 "config/schema.yaml", "src", "rules", "workflow", "envs", "profiles"):  # fmt: skip
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / name).is_dir():
+            ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+            shutil.copytree(REPO / name, src / name, ignore=ignore)
+        else:
+            shutil.copy2(REPO / name, src / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w",
+                            str(tmp_path / "dist"), str(src)], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("poisonscan-*.whl")
+    site = tmp_path / "site"
+    install = subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert install.returncode == 0, install.stderr[-2000:]
+    assert (site / "poisonscan" / "_workflow" / "rules" / "common.smk").is_file()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("POISONSCAN_WORKFLOW", None)
+    proc = subprocess.run([sys.executable, "-m", "poisonscan.cli", "scan", str(folder), "--out",
+                           str(tmp_path / "out"), "--dry-run"], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout + proc.stderr
+    assert f"Snakefile: {site / 'poisonscan' / '_workflow' / 'Snakefile'}" in text
+    assert "make_dataset" in text
 
 
 def sign_folder(root: Path, n: int, poisoned: bool) -> list[str]:

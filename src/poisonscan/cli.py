@@ -13,6 +13,7 @@ stderr and exit code 2, without a traceback.
 
 The workflow (``Snakefile``, ``rules/``, ``workflow/``, ``config/schema.yaml``, ``profiles/``)
 is found beside the package: in the checkout it was installed from (``pip install -e .``),
+inside the package of an installed wheel (``poisonscan/_workflow``, copied by ``setup.py``),
 or in the folder named by ``$POISONSCAN_WORKFLOW``.
 """
 
@@ -72,14 +73,16 @@ def workflow_root() -> Path:
     """
     env = os.environ.get("POISONSCAN_WORKFLOW")
     candidates = [Path(env)] if env else []
-    candidates.append(Path(__file__).resolve().parents[2])  # src/poisonscan/cli.py -> checkout
+    here = Path(__file__).resolve().parent
+    candidates.append(here.parents[1])  # src/poisonscan/cli.py -> the checkout
+    candidates.append(here / "_workflow")  # an installed wheel carries it (setup.py)
     for root in candidates:
         if (root / "Snakefile").is_file() and (root / "rules").is_dir():
             return root
     tried = ", ".join(str(c) for c in candidates)
     raise CliError(
         f"the poisonscan workflow (Snakefile, rules/) was not found (looked in {tried}); "
-        "install poisonscan from its checkout (pip install -e <checkout>) or set "
+        "reinstall poisonscan (pip install <checkout> or its wheel) or set "
         "POISONSCAN_WORKFLOW=<checkout>"
     )
 

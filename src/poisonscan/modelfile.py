@@ -97,7 +97,11 @@ def model_format(path: str | os.PathLike[str]) -> str:
     except OSError as err:
         raise ModelFileError(f"model file {p} cannot be read ({err})") from err
     if magic == _ZIP:
+        if _is_torch_save(p):
+            raise ModelFileError(_TORCH_SAVE.format(p=p, what="a torch.save checkpoint"))
         return TORCHSCRIPT
+    if magic[:1] == b"\x80":  # a pickle protocol 2+ header: torch.save's legacy format
+        raise ModelFileError(_TORCH_SAVE.format(p=p, what="a pickle (torch.save, legacy format)"))
     try:
         safetensors_shapes(p)
     except ModelFileError as err:
@@ -106,6 +110,28 @@ def model_format(path: str | os.PathLike[str]) -> str:
             f"(torch.jit.save); {err}"
         ) from err
     return SAFETENSORS
+
+
+# A torch.save file holds pickles, and unpickling can run any code: poisonscan never does.
+_TORCH_SAVE = (
+    "model file {p} is {what}, which poisonscan does not load (unpickling can run any code); "
+    "save the weights with safetensors (from safetensors.torch import save_file; "
+    "save_file(model.state_dict(), 'model.safetensors')) or the model with torch.jit.save"
+)
+
+
+def _is_torch_save(path: Path) -> bool:
+    """True for a zip archive of ``torch.save`` (``<name>/data.pkl``, no ``<name>/code/``
+    of TorchScript); read from the archive's directory, nothing is unpickled."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False  # not a readable zip: loading it as TorchScript names the problem
+    code = any("/code/" in n for n in names)
+    return not code and any(n.endswith("/data.pkl") or n == "data.pkl" for n in names)
 
 
 def check_model_config(cfg: Mapping[str, Any]) -> str | None:
