@@ -212,6 +212,25 @@ def test_out_inside_the_folder_is_refused_before_anything_is_written(
     assert sorted(folder.rglob("*")) == before
 
 
+def test_an_audits_report_opens_on_its_verdicts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Problem 7 of issue 34: the report's first page was Snakemake's workflow page."""
+    out = tmp_path / "out"
+    (out / "results" / "overview").mkdir(parents=True)
+    cli._write_config(out, {"audit": True, "dataset": {"name": "folder", "path": "/d"}})
+    (out / "results" / "overview" / "index.html").write_text(
+        "<html><body><h1>poisonscan: overview</h1><h2>Verdicts: audit</h2></body></html>"
+    )
+    made = []
+    monkeypatch.setattr(cli, "_report", lambda root, o, path: made.append(path) or True)
+    assert cli.main(["report", "--out", str(out)]) == 0
+    assert made == [out / "report-workflow.html"]  # Snakemake's report, linked
+    page = (out / "report.html").read_text()
+    assert page.index("href='report-workflow.html'") < page.index("<h2>Verdicts: audit</h2>")
+    assert "(the workflow and every output:" in capsys.readouterr().err
+
+
 def test_report_needs_a_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["report", "--out", str(tmp_path)]) == 2
     assert "holds no config.yaml of a scan" in one_error_line(capsys)

@@ -34,6 +34,7 @@ __all__ = [
     "build_config",
     "check_out",
     "failure_line",
+    "front_page",
     "main",
     "model_sidecar",
     "parse_normalization",
@@ -50,7 +51,7 @@ CONFIG_NAME = "config.yaml"
 # starts otherwise is the user's (check_out).
 CONFIG_MARK = "# written by `poisonscan scan`"
 # What the command and the workflow write into --out besides config.yaml.
-OWN_ENTRIES = ("results", ".snakemake", "report.html", "report.zip")
+OWN_ENTRIES = ("results", ".snakemake", "report.html", "report-workflow.html", "report.zip")
 # In <out>/.snakemake/: the process of the scan running there (recover_lock).
 OWNER_NAME = "poisonscan-run.json"
 DEFAULT_OUT = "poisonscan-out"
@@ -775,10 +776,39 @@ def _report_command(args: argparse.Namespace) -> int:
     report = (args.output or out / "report.html").resolve()
     if report.suffix not in (".html", ".zip"):
         raise CliError(f"--output {report}: the report file must end in .html or .zip")
+    overview = out / "results" / "overview" / "index.html"
+    audit = bool((yaml.safe_load((out / CONFIG_NAME).read_text()) or {}).get("audit"))
+    if audit and report.suffix == ".html" and overview.is_file():
+        # an audit's report opens on its verdicts; Snakemake's report (the workflow, every
+        # output) is linked from there
+        details = report.with_name(f"{report.stem}-workflow.html")
+        ok = _report(root, out, details)
+        if ok:
+            front_page(overview, details, report)
+            print(f"poisonscan: report written to {report} (the workflow and every output: "
+                  f"{details})", file=sys.stderr)  # fmt: skip
+        return 0 if ok else EXIT_FAILED
     ok = _report(root, out, report)
     if ok:
         print(f"poisonscan: report written to {report}", file=sys.stderr)
     return 0 if ok else EXIT_FAILED
+
+
+def front_page(overview: Path, details: Path, report: Path) -> None:
+    """The first page of an audit's report: the overview page (verdicts, the model's
+    accuracy, suspicious files; its figure embedded) with a link to Snakemake's report."""
+    import html
+
+    from poisonscan.storage import atomic_path
+
+    page = overview.read_text()
+    name = html.escape(details.name)
+    link = f"<p class='details'>The workflow, its parameters and every output: <a href='{name}'>"
+    link += f"{name}</a></p>"
+    head = "<h1>poisonscan: overview</h1>"
+    page = page.replace(head, head + link, 1) if head in page else page + link
+    with atomic_path(report) as tmp:
+        tmp.write_text(page)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
