@@ -4,6 +4,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from conftest import REPO
@@ -156,6 +157,11 @@ def test_distance_methods_are_validated() -> None:
         ["gtsrb-verdicts.yaml"],
         ["gtsrb-verdicts.yaml", "gtsrb-verdicts-r1.yaml"],
         ["gtsrb-verdicts.yaml", "gtsrb-verdicts-r2.yaml"],
+        ["zoo-gtsrb.yaml"],
+        ["zoo-gtsrb.yaml", "zoo-r1.yaml"],
+        ["cifar10.yaml"],
+        ["cifar10.yaml", "zoo-cifar10.yaml"],
+        ["cifar10.yaml", "zoo-cifar10.yaml", "zoo-r1.yaml"],
     ],
     ids=lambda files: "+".join(files),
 )
@@ -169,6 +175,10 @@ def test_every_shipped_config_validates_as_documented(files: list[str], tmp_path
     if config["dataset"]["name"] == "gtsrb":
         (tmp_path / "gtsrb32.npz").touch()  # the path must exist; the data is not read
         config["dataset"]["path"] = str(tmp_path / "gtsrb32.npz")
+    if config["dataset"]["name"] == "cifar10":  # only the labels and names are read
+        names = np.array([f"class {c}" for c in range(10)])
+        np.savez(tmp_path / "cifar10.npz", y_train=np.repeat(np.arange(10), 3000), names=names)
+        config["dataset"]["path"] = str(tmp_path / "cifar10.npz")
     assert validate_config(config, SCHEMA)["scenarios"]
 
 

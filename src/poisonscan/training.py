@@ -407,7 +407,7 @@ def make_loader(
 
 # channels_last on CPU measured faster (Net on GTSRB, 1 thread: about 10 % per step,
 # evaluation 25-30 %), but its convolutions round differently: the weights would no longer be
-# bit-identical to the reference step's, nor the default run's figures (README) reproducible.
+# bit-identical to the reference step's, nor the default run's figures (RESULTS.md) reproducible.
 # Off, for that reason; True switches it on. CUDA keeps its layout either way.
 CHANNELS_LAST_ON_CPU = False
 

@@ -22,7 +22,7 @@ Modes (``--mode``), one JSON line per configuration:
     CPU time instead of the wall time (with ``--threads 1``: the time on one core).
 
     Candidates measured for ``batched_cg`` (synthetic and real GTSRB heatmaps on the
-    8x8 grid at 99 % of the mass, against POT exact): see README, section "GW at scale".
+    8x8 grid at 99 % of the mass, against POT exact): see RESULTS.md, section "GW at scale".
 ``dask``
     The full tiled matrix of ``--n`` heatmaps through :func:`gw_distance_matrix` on a
     LocalCluster of ``--workers`` single-threaded workers.

@@ -21,7 +21,7 @@ Also reported: the separation of what the decision rule flags
 (:func:`flagged_separation`), which ranked the classes first. Where the eigengap
 chooses many clusters every rule can pick clean clusters beside the poison: on
 the GW kNN graphs of one GTSRB run the rules ranked the attacked class 22nd to
-43rd, the cluster separation 1st (README, GW on every class). The criteria
+43rd, the cluster separation 1st (RESULTS.md, GW on every class). The criteria
 tried before (eigengap, smallest cluster share, silhouette; still reported)
 depend on the class size, and GTSRB's 30-frame tracks form small tight clusters.
 """

@@ -95,7 +95,7 @@ class KNNParams:
     bound : {"slb", "euclidean", "slb+euclidean"}
         Score that ranks partners (later rounds rank by the first one). On 4 GTSRB classes
         (7,918 heatmaps, 10 rounds) ``"slb"`` found 0.897 of the exact 10-NN edges and
-        ``"slb+euclidean"`` 0.927 (README, GW on every class).
+        ``"slb+euclidean"`` 0.927 (RESULTS.md, GW on every class).
     max_rounds : int
         Neighbour-of-neighbour rounds after round 0 (0: candidates only). With the
         defaults, 15 rounds found 0.973 of the exact 10-NN edges of those 4 classes,
