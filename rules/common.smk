@@ -10,6 +10,7 @@ from poisonscan.datasets import DATASETS
 from poisonscan.datasets.content import content_fingerprint
 from poisonscan.detectors import DETECTORS
 from poisonscan.evaluate import format_table
+from poisonscan.verdicts.baselines import VERDICT_BASELINES
 from poisonscan.experiments import expand_matrix
 from poisonscan.parameters import performance_resources, without_performance
 
@@ -162,6 +163,11 @@ def detector_sections(wildcards):
         arg: without_performance(section(config, path), path)
         for arg, path in DETECTORS[wildcards.method].sections.items()
     }
+
+
+def verdict_baseline_sections():
+    """Baseline name -> its config section, for every entry of VERDICT_BASELINES."""
+    return {name: section(config, b.section) for name, b in VERDICT_BASELINES.items()}
 
 
 def detector_code(wildcards):

@@ -56,12 +56,8 @@ rule verdict_baselines:
     output:
         flags="results/{dataset}/{scenario}/verdicts/baselines.npz",
     params:
-        sections={
-            "scan_tang": config["baselines"]["scan_tang"],
-            "spectre": config["baselines"]["spectre"],
-            "ac": config["activation_clustering"],
-            "ss": config["baselines"]["ss"],
-        },
+        # every verdict baseline's config section (poisonscan.verdicts.baselines)
+        sections=verdict_baseline_sections(),
         target=attacked_class,
         code=code("verdicts"),
     log:

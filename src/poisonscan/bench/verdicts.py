@@ -16,7 +16,6 @@ this command measures methods on existing runs; the workflow (rule verdicts) che
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--config", type=Path, default=Path("config/config.yaml"))
     p.add_argument("--store", default="explain.zarr", help="store path relative to RUN_DIR")
     p.add_argument("--names", default=None, help="comma-separated setting names, one per run")
-    p.add_argument("--baselines", default="scan_tang,spectre,ac,ss")
+    p.add_argument(
+        "--baselines", default=None, help="comma-separated (default: every verdict baseline)"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.set_defaults(run=_run)
 
@@ -55,7 +56,7 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
     names = args.names.split(",") if args.names else [d.name for d in args.run_dirs]
     if len(names) != len(args.run_dirs):
         raise SystemExit(f"--names gives {len(names)} names for {len(args.run_dirs)} runs")
-    baselines = [b for b in args.baselines.split(",") if b]
+    baselines = [b for b in args.baselines.split(",") if b] if args.baselines else None
     rows = run_dirs(args.run_dirs, names, cfg, args.store, baselines, args.threads)
     return rows + aggregate(rows)
 
@@ -117,7 +118,7 @@ def run_dirs(
                             score)  # fmt: skip
         rows.append({"run": str(run), "name": name, **{k: m.get(k) for k in KEEP},
                      "method": "poisonscan", "seconds": round(seconds, 1)})  # fmt: skip
-        for method, (flagged, score, hit, secs) in _baselines(d, config, baselines or []).items():
+        for method, (flagged, score, hit, secs) in _baselines(d, config, baselines).items():
             m = verdict_metrics(hit, ids, flagged, d["poison"], d["y_train"], d["target"], score)
             rows.append({"run": str(run), "name": name, **{k: m.get(k) for k in KEEP},
                          "method": method, "seconds": round(secs, 1)})  # fmt: skip
@@ -125,51 +126,30 @@ def run_dirs(
 
 
 def _baselines(
-    d: dict[str, Any], config: dict[str, Any], methods: list[str]
+    d: dict[str, Any], config: dict[str, Any], methods: list[str] | None
 ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, float]]:
-    from poisonscan import baselines
-    from poisonscan.clustering import estimator_params
+    from poisonscan.config import section
+    from poisonscan.verdicts.baselines import (
+        VERDICT_BASELINES,
+        ClassFeatures,
+        baseline_names,
+        run_baseline,
+    )
 
-    n = len(d["y_train"])
+    data = ClassFeatures.from_classes(d["classes"], len(d["y_train"]))
     ids = sorted(d["classes"])
-    feats = [d["classes"][c]["activations"] for c in ids]
-    index = [d["classes"][c]["index"] for c in ids]
     out = {}
-
-    def finish(name: str, flagged: np.ndarray, score: np.ndarray, start: float) -> None:
+    for name in baseline_names(methods):
+        start = time.perf_counter()
+        params = section(config, VERDICT_BASELINES[name].section)
+        flags = run_baseline(name, data, params, d["target"], d["poison"])
+        if flags is None:
+            continue  # told the attacked class: there is none in the clean control
+        flagged, score = flags
         hit = np.isin(ids, sorted({int(d["y_train"][i]) for i in np.flatnonzero(flagged)}))
         finite = np.isfinite(score)
         low = float(score[finite].min()) - 1 if finite.any() else 0.0
         out[name] = (flagged, np.where(finite, score, low), hit, time.perf_counter() - start)
-
-    for name in methods:
-        start = time.perf_counter()
-        flagged, score = np.zeros(n, dtype=bool), np.full(n, math.nan)
-        if name == "scan_tang":
-            est = baselines.SCAn(**estimator_params(config["baselines"]["scan_tang"])).fit(feats)
-            flagged[np.concatenate(index)] = est.flagged_
-            score[np.concatenate(index)] = est.score_
-        elif name in ("ac", "ss"):
-            for f, idx in zip(feats, index, strict=True):
-                if name == "ac":
-                    est = baselines.ActivationClustering(
-                        **estimator_params(config["activation_clustering"])
-                    ).fit(f)
-                else:
-                    est = baselines.SpectralSignatures(**config["baselines"]["ss"]).fit(f)
-                flagged[idx], score[idx] = est.flagged_, est.score_
-        elif name == "spectre":
-            if d["target"] is None:
-                continue  # told the attacked class: there is none in the clean control
-            t = ids.index(d["target"])
-            eps = max(1, int(d["poison"][index[t]].sum()))
-            est = baselines.SPECTRE(target_class=t, eps=eps,
-                                    **config["baselines"]["spectre"]).fit(feats)  # fmt: skip
-            flagged[index[t]] = est.flagged_[est.in_target_]
-            score[index[t]] = est.score_[est.in_target_]
-        else:
-            raise SystemExit(f"unknown baseline {name!r}")
-        finish(name, flagged, score, start)
     return out
 
 

@@ -27,7 +27,6 @@ from poisonscan.storage import (
 )
 
 __all__ = [
-    "BASELINES",
     "SUSPICIOUS_COLUMNS",
     "VERDICT_COLUMNS",
     "audit_scenario",
@@ -51,8 +50,6 @@ SUSPICIOUS_COLUMNS = ("path", "index", "class", "name", "score", "p", "q", "sign
 CONFLICTS_NAME = "label_conflicts.csv"
 CONFLICT_COLUMNS = ("path_a", "class_a", "name_a", "split_a", "path_b", "class_b", "name_b",
                     "split_b", "distance")  # fmt: skip
-# The baselines with a verdict on every class (rule verdict_baselines).
-BASELINES = ("scan_tang", "spectre", "ac", "ss")
 
 
 def image_groups(ds: ImageDataset) -> np.ndarray:
@@ -263,10 +260,8 @@ def baseline_verdicts(
 ) -> None:
     """The baselines on every class, as verdicts: per class flagged or not, per image flagged.
 
-    ``scan_tang`` (SCAn: a class verdict by its robust z over classes), ``spectre`` (told the
-    target class and the true poison count as its bound; analyses that class only), ``ac``
-    and ``ss`` (no class decision of their own: every class is analysed and keeps whatever
-    they flag, a class counts as flagged when anything in it is).
+    Every entry of :data:`poisonscan.verdicts.baselines.VERDICT_BASELINES`; a class counts as
+    flagged when anything in it is.
 
     Parameters
     ----------
@@ -278,51 +273,28 @@ def baseline_verdicts(
         ``.npz``: per method ``<method>_flagged`` (n_train,), ``<method>_score`` (n_train,),
         ``<method>_classes`` (the flagged class ids).
     sections : mapping
-        ``scan_tang``, ``spectre``, ``ac`` (activation_clustering) and ``ss`` (baselines.ss)
-        config sections.
+        Baseline name -> its config section (the registry entry's ``section``).
     target : int, optional
-        The attacked class (SPECTRE only; None: SPECTRE is skipped).
+        The attacked class (the told baselines only, which are skipped without it).
     """
-    from poisonscan import baselines
-    from poisonscan.clustering import estimator_params
+    from poisonscan.verdicts.baselines import VERDICT_BASELINES, ClassFeatures, run_baseline
 
     ds = read_dataset(dataset)
     n = len(ds.y_train)
-    classes = store_classes(explanations)
-    feats = {c: read_explanations(explanations, c) for c in classes}
+    data = ClassFeatures.from_classes(
+        {c: read_explanations(explanations, c) for c in store_classes(explanations)}, n
+    )
+    poison = ds.extra.get("poison_mask")
     arrays: dict[str, np.ndarray] = {}
-
-    def put(name: str, flagged: np.ndarray, score: np.ndarray) -> None:
-        arrays[f"{name}_flagged"] = flagged
-        arrays[f"{name}_score"] = score
+    for name in VERDICT_BASELINES:
+        flags = run_baseline(name, data, sections[name], target, poison)
+        if flags is None:
+            continue  # told the attacked class: there is none
+        flagged, score = flags
+        arrays[f"{name}_flagged"], arrays[f"{name}_score"] = flagged, score
         hit = sorted({int(ds.y_train[i]) for i in np.flatnonzero(flagged)})
         arrays[f"{name}_classes"] = np.asarray(hit, dtype=np.int64)
         log.info("%s: classes flagged %s, %d images", name, hit, int(flagged.sum()))
-
-    usable = [c for c in classes if len(feats[c]["index"]) >= 2]
-    x = [feats[c]["activations"] for c in usable]
-    scan = baselines.SCAn(**estimator_params(sections["scan_tang"])).fit(x)
-    flagged, score = np.zeros(n, dtype=bool), np.full(n, math.nan)
-    index = np.concatenate([feats[c]["index"] for c in usable])
-    flagged[index], score[index] = scan.flagged_, scan.score_
-    put("scan_tang", flagged, score)
-    for name, make in (("ac", lambda s: baselines.ActivationClustering(**estimator_params(s))),
-                       ("ss", lambda s: baselines.SpectralSignatures(**dict(s)))):  # fmt: skip
-        flagged, score = np.zeros(n, dtype=bool), np.full(n, math.nan)
-        for c in usable:
-            est = make(sections[name]).fit(feats[c]["activations"])
-            flagged[feats[c]["index"]], score[feats[c]["index"]] = est.flagged_, est.score_
-        put(name, flagged, score)
-    if target is not None and target in usable:
-        # told the answer: the target class and the true poison count as the bound
-        poison = np.asarray(ds.extra.get("poison_mask", np.zeros(n, dtype=bool)), dtype=bool)
-        eps = max(1, int(poison[ds.y_train == target].sum()))
-        est = baselines.SPECTRE(target_class=usable.index(target), eps=eps,
-                                **dict(sections["spectre"])).fit(x)  # fmt: skip
-        flagged, score = np.zeros(n, dtype=bool), np.full(n, math.nan)
-        flagged[feats[target]["index"]] = est.flagged_[est.in_target_]
-        score[feats[target]["index"]] = est.score_[est.in_target_]
-        put("spectre", flagged, score)
     write_npz(out, **arrays)
 
 
@@ -343,6 +315,7 @@ def evaluate_verdicts(
     import csv
 
     from poisonscan.evaluate import verdict_metrics
+    from poisonscan.verdicts.baselines import VERDICT_BASELINES
 
     ds = read_dataset(dataset)
     n = len(ds.y_train)
@@ -356,7 +329,7 @@ def evaluate_verdicts(
              **verdict_metrics(hit, classes, ours["flagged"], poison, ds.y_train, target,
                                np.nan_to_num(ours["score"], nan=0.0))}]  # fmt: skip
     base = read_npz(baselines_npz)
-    for name in BASELINES:
+    for name in VERDICT_BASELINES:
         if f"{name}_flagged" not in base:
             continue
         hit = np.isin(classes, base[f"{name}_classes"])
