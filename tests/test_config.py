@@ -30,8 +30,8 @@ def with_change(path: str, value: Any) -> dict:
     cfg = copy.deepcopy(DEFAULT)
     *parents, last = path.split(".")
     node = cfg
-    for key in parents:
-        node = node[key]
+    for key in parents:  # config.yaml holds only what differs from the schema
+        node = node.setdefault(key, {})
     node[last] = value
     return cfg
 
@@ -130,7 +130,7 @@ def test_gtsrb_dataset_needs_an_existing_path_and_has_43_classes(tmp_path: Path)
 
 def test_distance_methods_are_validated() -> None:
     only_l2 = with_change("distances.methods", ["l2"])
-    only_l2["clustering"]["methods"] = ["hc_l2", "ac"]
+    only_l2["clustering"] = {"methods": ["hc_l2", "ac"]}
     cfg = validate_config(only_l2, SCHEMA)
     assert cfg["distances"]["methods"] == ["l2"]
     only_l2["clustering"]["methods"] = ["hc_l2", "gw_kmeans"]
@@ -305,7 +305,7 @@ def test_class_dependent_values_are_checked_before_any_work(
 def test_class_sizes_follow_the_attack_and_unused_keys_are_not_checked() -> None:
     clever = with_change("scenarios", {"h": {"attack": "clever_hans", "target": 5,
                                              "poison_rate": 0.2}})  # fmt: skip
-    clever["clustering"]["spray"] = {"n_neighbors": 400}  # nothing relabelled into class 5
+    clever["clustering"] = {"spray": {"n_neighbors": 400}}  # nothing relabelled into class 5
     with pytest.raises(ConfigError, match=r"400 is not smaller than the 400 training images"):
         validate_config(clever, SCHEMA)
     clever["clustering"]["methods"] = ["ac", "ss"]  # no SpRAy: its keys are not used
