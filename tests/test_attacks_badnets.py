@@ -16,7 +16,7 @@ from poisonscan.attacks import (
     patch_pixels,
 )
 from poisonscan.attacks.triggers import boxes_to_mask
-from poisonscan.training import attack_success_rates
+from poisonscan.inference import attack_success_rates
 
 
 def changed_pixels(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -26,8 +26,8 @@ from poisonscan.explain.canonizers import (
     ResidualSum,
     is_identity_batch_norm,
 )
+from poisonscan.inference import Normalization
 from poisonscan.models import MODELS, BasicBlock, ResidualBlock, ResNet9, build_model
-from poisonscan.training import Normalization
 
 NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 SHAPE = (3, 32, 32)

@@ -14,12 +14,12 @@ from conftest import random_dataset
 from PIL import Image
 from torch import nn
 
-from poisonscan import explain, training
+from poisonscan import checkpoints, explain, storage
+from poisonscan.inference import Normalization
 from poisonscan.models import build_model
 from poisonscan.steps.distances import distances_euclidean
 from poisonscan.steps.explain import explain_target
 from poisonscan.storage import ProvenanceError, StoreError, read_sidecar, write_dataset
-from poisonscan.training import Normalization
 
 NORM = Normalization(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 PARAMS = {"method": "lrp", "composite": "epsilon_plus", "normalization": "positive_mass",
@@ -136,8 +136,8 @@ def test_explain_step_montage_and_the_readers_of_the_target_group(tmp_path: Path
     write_dataset(tmp_path / "poisoned.h5", ds)
     torch.manual_seed(0)
     model = build_model("net", n_classes=3).eval()
-    sha = training.file_sha256(tmp_path / "poisoned.h5")
-    training.save_checkpoint(tmp_path / "model.safetensors", model, "net", ds, NORM,
+    sha = storage.file_sha256(tmp_path / "poisoned.h5")
+    checkpoints.save_checkpoint(tmp_path / "model.safetensors", model, "net", ds, NORM,
                              {"dataset_sha256": sha})  # fmt: skip
     out, png = tmp_path / "explain.zarr", tmp_path / "montage.png"
     explain_target(tmp_path / "poisoned.h5", tmp_path / "model.safetensors", out,
@@ -175,7 +175,7 @@ def test_a_damaged_store_is_refused_naming_the_store(tmp_path: Path) -> None:
 def test_readers_compare_the_recorded_model_and_heatmaps(tmp_path: Path) -> None:
     images, labels, poison = training_set()
     ds = random_dataset(n_classes=4, n_train=3, n_test=1)
-    training.save_checkpoint(tmp_path / "m.safetensors", small_net(), "net", ds, NORM)
+    checkpoints.save_checkpoint(tmp_path / "m.safetensors", small_net(), "net", ds, NORM)
     sidecar = tmp_path / "m.safetensors.json"
     weights = read_sidecar(sidecar)["weights_sha256"]
     out = tmp_path / "explain.zarr"

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poisonscan.gtsrb import CLASS_NAMES, load_gtsrb, track_split, write_official_layout
+from poisonscan.datasets.split import group_split
+from poisonscan.gtsrb import CLASS_NAMES, load_gtsrb, write_official_layout
 from poisonscan.storage import ImageDataset
 
 GTSRB_NPZ = Path(__file__).resolve().parents[1].parent / "shared/data/gtsrb/gtsrb32.npz"
@@ -104,7 +105,7 @@ def test_round_trip(tree: tuple[ImageDataset, np.ndarray, Path], point_at_gtsrb:
     np.testing.assert_array_equal(loaded.x_test, data.x_test)
     np.testing.assert_array_equal(loaded.y_test, data.y_test)
     # Track ids: int64, global (class * 100000 + track), same grouping as the original.
-    got = loaded.extra["track_train"]
+    got = loaded.extra["group_train"]
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got // 100_000, loaded.y_train)
     original = tracks[idx]
@@ -214,9 +215,9 @@ def test_npz_errors(tmp_path: Path) -> None:
     loaded = load_gtsrb(path)
     np.testing.assert_array_equal(loaded.x_train, data.x_train)
     assert loaded.meta["source"] == "npz"
-    assert loaded.extra["track_train"].dtype == np.int64
+    assert loaded.extra["group_train"].dtype == np.int64
     np.testing.assert_array_equal(
-        loaded.extra["track_train"], data.y_train * 100_000 + tracks % 100
+        loaded.extra["group_train"], data.y_train * 100_000 + tracks % 100
     )
     resized = load_gtsrb(path, image_size=24)
     assert resized.x_train.shape == (len(data.x_train), 24, 24, 3)
@@ -234,29 +235,29 @@ def test_npz_errors(tmp_path: Path) -> None:
         load_gtsrb(path)
 
 
-def test_track_split() -> None:
+def test_group_split() -> None:
     rng = np.random.default_rng(3)
     tracks = np.repeat(rng.permutation(200) * 11, rng.integers(5, 40, size=200))
     rng.shuffle(tracks)
-    train, val = track_split(tracks, 0.2, seed=1)
+    train, val = group_split(tracks, 0.2, seed=1)
     assert train.dtype == np.bool_ and val.dtype == np.bool_
     assert not (train & val).any()
     assert (train | val).all()
     assert not set(tracks[train]) & set(tracks[val])
     assert abs(val.mean() - 0.2) < 0.03
-    again_train, again_val = track_split(tracks, 0.2, seed=1)
+    again_train, again_val = group_split(tracks, 0.2, seed=1)
     np.testing.assert_array_equal(again_val, val)
     np.testing.assert_array_equal(again_train, train)
-    _, other = track_split(tracks, 0.2, seed=2)
+    _, other = group_split(tracks, 0.2, seed=2)
     assert not np.array_equal(other, val)
     for bad in (0.0, 1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="val_fraction"):
-            track_split(tracks, bad, seed=0)
+            group_split(tracks, bad, seed=0)
 
 
-def test_track_split_few_tracks() -> None:
+def test_group_split_few_tracks() -> None:
     tracks = np.array([5, 5, 5, 9, 9, 9])
-    train, val = track_split(tracks, 0.9, seed=0)
+    train, val = group_split(tracks, 0.9, seed=0)
     assert train.sum() == 3 and val.sum() == 3
 
 
@@ -269,10 +270,10 @@ def test_shared_npz() -> None:
     counts = np.bincount(data.y_train, minlength=43)
     assert (counts[1], counts[2], counts[5]) == (2220, 2250, 1860)
     assert data.n_classes == 43
-    tracks = data.extra["track_train"]
+    tracks = data.extra["group_train"]
     assert tracks.shape == (39209,)
     np.testing.assert_array_equal(tracks // 100_000, data.y_train)
     # Tracks are ~30 frames of one sign: far fewer tracks than images.
     assert 39209 // 60 < len(np.unique(tracks)) < 39209 // 10
-    train, val = track_split(tracks, 0.1, seed=0)
+    train, val = group_split(tracks, 0.1, seed=0)
     assert not set(tracks[train]) & set(tracks[val])

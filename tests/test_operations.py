@@ -243,7 +243,7 @@ def inject_into_checkpoint(path: Path, rng: np.random.Generator) -> dict[str, tu
     """N bit flips anywhere in the weights file (its sha256 is in the sidecar)."""
     import torch
 
-    from poisonscan.training import load_checkpoint
+    from poisonscan.checkpoints import load_checkpoint
 
     flips = 0
     for _ in range(N_INJECTIONS):
@@ -291,7 +291,7 @@ def test_swapped_dataset_checkpoint_and_heatmaps_are_refused_naming_the_file(
 
     import torch
 
-    from poisonscan import training
+    from poisonscan import checkpoints, inference
     from poisonscan.models import build_model
     from poisonscan.steps.data import poison_dataset
     from poisonscan.steps.detect import detect
@@ -315,8 +315,8 @@ def test_swapped_dataset_checkpoint_and_heatmaps_are_refused_naming_the_file(
     # other weights (a valid safetensors file) in the place of model.safetensors
     ds = read_dataset(sc / "poisoned.h5")
     other = tmp_path / "other.safetensors"
-    training.save_checkpoint(other, build_model("net", 12), "net", ds,
-                             training.Normalization.fit(ds.x_train))  # fmt: skip
+    checkpoints.save_checkpoint(other, build_model("net", 12), "net", ds,
+                             inference.Normalization.fit(ds.x_train))  # fmt: skip
     shutil.copy(other, sc / "model.safetensors")
     with pytest.raises(StoreError, match=r"checkpoint .*tiny/model.safetensors does not match "
                        r"the weights_sha256"):  # fmt: skip

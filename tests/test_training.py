@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import random_dataset
 
-from poisonscan import training
+from poisonscan import checkpoints, inference, storage, training
 from poisonscan.models import build_model
 from poisonscan.steps.train import train
 from poisonscan.storage import ProvenanceError, StoreError, write_dataset
@@ -44,7 +44,7 @@ def test_training_learns_and_logs_history(trained) -> None:
     assert result.history[-1]["loss"] < result.history[0]["loss"]
     assert (result.n_train, result.n_val) == (96, 24)
     assert 1 <= result.best_epoch <= 3 and not result.stopped_early
-    pred = training.predict(result.model, result.normalization, data.x_test)
+    pred = inference.predict(result.model, result.normalization, data.x_test)
     assert pred.shape == (45,) and pred.dtype == np.int64
     assert np.mean(pred == data.y_test) > 0.6  # chance is 1/3; tinted noise is easy
     assert not result.model.training
@@ -83,7 +83,7 @@ def test_every_model_and_optimizer_trains_an_epoch(model: str, optimizer: str) -
     )  # fmt: skip
     result = training.train_model(data, model, params, CPU)
     assert np.isfinite(result.history[0]["loss"]) and result.best_epoch == 1
-    assert training.predict(result.model, result.normalization, data.x_test).shape == (4,)
+    assert inference.predict(result.model, result.normalization, data.x_test).shape == (4,)
 
 
 def test_early_stopping_stops_and_restores_the_best_epoch(monkeypatch) -> None:
@@ -132,15 +132,15 @@ def test_validation_split_keeps_tracks_whole_and_is_stratified_otherwise() -> No
         c * 100_000 + np.repeat(np.arange(60), rng.integers(1, 10, 60))[:60]
         for c in range(3)
     ])  # fmt: skip
-    data.extra["track_train"] = tracks
+    data.extra["group_train"] = tracks
     train, val = training.validation_split(data, 0.2, seed=3)
     assert np.intersect1d(tracks[train], tracks[val]).size == 0
     assert np.array_equal(np.sort(np.concatenate([train, val])), np.arange(180))
     assert 0.1 < len(val) / 180 < 0.3
-    data.extra["track_train"] = tracks[:-1]
-    with pytest.raises(ValueError, match="179 track ids for 180 training images"):
+    data.extra["group_train"] = tracks[:-1]
+    with pytest.raises(ValueError, match="179 group ids for 180 training images"):
         training.validation_split(data, 0.2, seed=3)
-    del data.extra["track_train"]
+    del data.extra["group_train"]
     train, val = training.validation_split(data, 0.2, seed=3)
     assert len(val) == 36 and np.bincount(data.y_train[val]).tolist() == [12, 12, 12]
     assert np.intersect1d(train, val).size == 0 and len(train) == 144
@@ -204,7 +204,7 @@ def test_onecycle_hflip_and_label_smoothing() -> None:
     assert any(torch.equal(o, x.flip(-1)) for o in outs) and any(torch.equal(o, x) for o in outs)
     assert "hflip" not in training.TrainParams().augment  # traffic signs must not flip
     params = training.TrainParams(label_smoothing=0.1)
-    norm = training.Normalization((0.5,) * 3, (0.25,) * 3)
+    norm = inference.Normalization((0.5,) * 3, (0.25,) * 3)
     step = training.TrainStep(build_model("net", 3), norm, params, CPU)
     assert step.loss_fn.label_smoothing == 0.1
     with pytest.raises(ValueError, match="label_smoothing = 1.0 is invalid"):
@@ -214,13 +214,13 @@ def test_onecycle_hflip_and_label_smoothing() -> None:
 def test_checkpoint_round_trip(trained, tmp_path: Path) -> None:
     result, data = trained
     path = tmp_path / "m.safetensors"
-    training.save_checkpoint(path, result.model, "net", data, result.normalization)
-    model, norm, meta = training.load_checkpoint(path)
+    checkpoints.save_checkpoint(path, result.model, "net", data, result.normalization)
+    model, norm, meta = checkpoints.load_checkpoint(path)
     assert meta["architecture"] == "net" and meta["n_classes"] == 3
     assert len(meta["weights_sha256"]) == 64
     assert norm == result.normalization
-    a = training.predict(result.model, result.normalization, data.x_test)
-    b = training.predict(model, norm, data.x_test)
+    a = inference.predict(result.model, result.normalization, data.x_test)
+    b = inference.predict(model, norm, data.x_test)
     assert np.array_equal(a, b)
 
 
@@ -237,7 +237,7 @@ class _Evil:
 def test_checkpoint_refuses_malicious_pickles_without_running_them(trained, tmp_path: Path) -> None:
     result, data = trained
     path = tmp_path / "m.safetensors"
-    training.save_checkpoint(path, result.model, "net", data, result.normalization)
+    checkpoints.save_checkpoint(path, result.model, "net", data, result.normalization)
     sidecar = Path(f"{path}.json").read_text()
     marker = tmp_path / "pwned"
     # the payload works: plain unpickling would create the marker
@@ -250,30 +250,30 @@ def test_checkpoint_refuses_malicious_pickles_without_running_them(trained, tmp_
     for evil in (evil_pickle, evil_pt):
         Path(f"{evil}.json").write_text(sidecar)
         with pytest.raises(ValueError, match="is not a safetensors checkpoint"):
-            training.load_checkpoint(evil)
+            checkpoints.load_checkpoint(evil)
     assert not marker.exists()
 
 
 def test_checkpoint_refuses_tampered_and_misfitting_weights(trained, tmp_path: Path) -> None:
     result, data = trained
     path = tmp_path / "m.safetensors"
-    training.save_checkpoint(path, result.model, "net", data, result.normalization)
+    checkpoints.save_checkpoint(path, result.model, "net", data, result.normalization)
     sidecar = Path(f"{path}.json").read_text()
     # other weights (a valid safetensors file) under the same sidecar
     other_model = build_model("net", 3)
     swapped = tmp_path / "swapped.safetensors"
-    training.save_checkpoint(swapped, other_model, "net", data, result.normalization)
+    checkpoints.save_checkpoint(swapped, other_model, "net", data, result.normalization)
     Path(f"{swapped}.json").write_text(sidecar)
     with pytest.raises(ValueError, match="does not match the weights_sha256"):
-        training.load_checkpoint(swapped)
+        checkpoints.load_checkpoint(swapped)
     # same file, sidecar claiming a different class count -> weights do not fit
     other = tmp_path / "other.safetensors"
     other.write_bytes(path.read_bytes())
     Path(f"{other}.json").write_text(sidecar.replace('"n_classes": 3', '"n_classes": 5'))
     with pytest.raises(ValueError, match="does not hold weights of architecture 'net'"):
-        training.load_checkpoint(other)
+        checkpoints.load_checkpoint(other)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
-        training.load_checkpoint(tmp_path / "missing.safetensors")
+        checkpoints.load_checkpoint(tmp_path / "missing.safetensors")
 
 
 def test_checkpoint_sidecar_hashes_are_required_and_compared(trained, tmp_path: Path) -> None:
@@ -281,24 +281,24 @@ def test_checkpoint_sidecar_hashes_are_required_and_compared(trained, tmp_path: 
     path = tmp_path / "m.safetensors"
     dataset = tmp_path / "d.h5"
     write_dataset(dataset, data)
-    extra = {"dataset_sha256": training.file_sha256(dataset)}
-    training.save_checkpoint(path, result.model, "net", data, result.normalization, extra)
+    extra = {"dataset_sha256": storage.file_sha256(dataset)}
+    checkpoints.save_checkpoint(path, result.model, "net", data, result.normalization, extra)
     sidecar = Path(f"{path}.json")
     text = sidecar.read_text()
-    training.load_checkpoint(path, CPU, dataset=dataset)
+    checkpoints.load_checkpoint(path, CPU, dataset=dataset)
     other = tmp_path / "other.h5"
     write_dataset(other, random_dataset(n_classes=3, n_train=8, n_test=2, seed=5))
     with pytest.raises(ProvenanceError, match=r"other.h5 is not the dataset .* trained on") as err:
-        training.load_checkpoint(path, CPU, dataset=other)
+        checkpoints.load_checkpoint(path, CPU, dataset=other)
     assert err.value.path == str(other)
     sidecar.write_text(text[: len(text) // 2])  # truncated
     with pytest.raises(StoreError, match=r"sidecar .*m.safetensors.json is not valid JSON"):
-        training.load_checkpoint(path, CPU)
+        checkpoints.load_checkpoint(path, CPU)
     meta = json.loads(text)
     for key in ("weights_sha256", "dataset_sha256"):
         sidecar.write_text(json.dumps({k: v for k, v in meta.items() if k != key}))
         with pytest.raises(StoreError, match=rf"m.safetensors.json lacks \['{key}'\]"):
-            training.load_checkpoint(path, CPU, dataset=dataset)
+            checkpoints.load_checkpoint(path, CPU, dataset=dataset)
 
 
 def test_train_step_writes_checkpoint_metrics_and_curves(tmp_path: Path) -> None:
@@ -321,18 +321,18 @@ def test_train_step_writes_checkpoint_metrics_and_curves(tmp_path: Path) -> None
     assert set(metrics["asr_per_class"]) == {"0", "1", "2"}  # classes of the triggered images
     assert metrics["n_train"] + metrics["n_val"] == 60
     meta = json.loads(Path(f"{out['model.safetensors']}.json").read_text())
-    assert meta["dataset_sha256"] == training.file_sha256(ds_path)
+    assert meta["dataset_sha256"] == storage.file_sha256(ds_path)
     assert meta["training"] == params and meta["model"] == {"name": "net"}
     with open(out["curve.csv"]) as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and float(rows[0]["loss"]) > 0
     assert out["c.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    training.load_checkpoint(out["model.safetensors"], CPU)
+    checkpoints.load_checkpoint(out["model.safetensors"], CPU)
 
 
 def test_attack_success_rate() -> None:
-    assert training.attack_success_rate(np.array([5, 5, 1, 5]), 5) == 0.75
-    assert np.isnan(training.attack_success_rate(np.array([], dtype=int), 5))
+    assert inference.attack_success_rate(np.array([5, 5, 1, 5]), 5) == 0.75
+    assert np.isnan(inference.attack_success_rate(np.array([], dtype=int), 5))
 
 
 def test_random_shift_moves_whole_pixels_and_replicates_borders() -> None:
@@ -352,10 +352,10 @@ def test_random_shift_moves_whole_pixels_and_replicates_borders() -> None:
 def test_attack_success_rates_per_class_and_mean_ignore_the_target() -> None:
     pred = np.array([5, 5, 1, 5, 5, 0, 5])
     orig = np.array([1, 1, 1, 2, 2, 2, 5])
-    mean, per_class = training.attack_success_rates(pred, orig, 5)
+    mean, per_class = inference.attack_success_rates(pred, orig, 5)
     assert per_class == {"1": 2 / 3, "2": 2 / 3}
     assert mean == 2 / 3
-    mean, per_class = training.attack_success_rates(np.array([5]), np.array([5]), 5)
+    mean, per_class = inference.attack_success_rates(np.array([5]), np.array([5]), 5)
     assert per_class == {} and np.isnan(mean)
 
 
@@ -383,7 +383,7 @@ def test_fast_step_feeds_the_model_what_the_reference_step_does() -> None:
     """Same normalised, shifted inputs and labels; the same weights up to rounding."""
     data = random_dataset(n_classes=3, n_train=12, n_test=1)
     params = training.TrainParams(batch_size=8, optimizer="sgd", learning_rate=0.05, shift=2)
-    norm = training.Normalization.fit(data.x_train)
+    norm = inference.Normalization.fit(data.x_train)
     runs = {}
     for fast in (False, True):
         torch.manual_seed(0)

@@ -14,6 +14,7 @@ from conftest import random_dataset
 from safetensors.torch import save_file
 from torch import nn
 
+from poisonscan.checkpoints import load_checkpoint
 from poisonscan.modelfile import (
     SAFETENSORS,
     TORCHSCRIPT,
@@ -23,7 +24,6 @@ from poisonscan.modelfile import (
 )
 from poisonscan.models import build_model
 from poisonscan.storage import StoreError, write_dataset
-from poisonscan.training import load_checkpoint
 from poisonscan.usermodel import ScriptedClassifier, load_user_model
 
 NORM = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}

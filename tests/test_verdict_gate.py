@@ -30,8 +30,8 @@ def test_a_model_that_learned_nothing_gives_inconclusive_not_clean() -> None:
     """Problem 6 of issue 34: "no class is poisoned" from a model at chance accuracy."""
     import torch
 
+    from poisonscan.inference import Normalization, predict
     from poisonscan.models import build_model
-    from poisonscan.training import Normalization, predict
 
     ds = random_dataset(n_classes=4, n_train=4, n_test=30)
     torch.manual_seed(0)

@@ -18,8 +18,9 @@ Official archive layout (a folder)
 
 Training images come in tracks: about 30 consecutive frames of one physical sign.
 Frames of one track are near duplicates, so a validation split must take whole
-tracks (:func:`track_split`), never random images. Both forms return a global track
-id per training image, ``class_id * 100000 + track``, in ``extra["track_train"]``.
+tracks (:func:`poisonscan.datasets.split.group_split`), never random images. Both forms
+return a global track id per training image, ``class_id * 100000 + track``, in
+``extra["group_train"]`` (the near-duplicate groups every dataset has).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ __all__ = [
     "CLASS_NAMES",
     "load_gtsrb",
     "resize_images",
-    "track_split",
     "write_official_layout",
 ]
 
@@ -128,7 +128,7 @@ def load_gtsrb(
         ``x_train``, ``x_test`` of shape (n, image_size, image_size, 3) uint8,
         int64 labels, the 43 :data:`CLASS_NAMES`, ``meta`` with ``name``,
         ``source`` (``"npz"`` or ``"archive"``), ``image_size``, ``crop_roi`` and
-        ``path``, and ``extra["track_train"]`` (int64 global track id per
+        ``path``, and ``extra["group_train"]`` (int64 global track id per
         training image, ``class_id * 100000 + track``).
 
     Raises
@@ -175,52 +175,8 @@ def load_gtsrb(
             "crop_roi": bool(crop_roi),
             "path": str(path),
         },
-        extra={"track_train": tracks},
+        extra={"group_train": tracks},
     )
-
-
-def track_split(
-    tracks: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split images into train and validation parts by whole tracks.
-
-    The unique track ids are shuffled with ``np.random.default_rng(seed)`` and taken
-    in that order until the validation part holds about ``val_fraction`` of the
-    images (the prefix whose image count is closest to the target, at least one
-    track and, with two or more tracks, at least one track left for training).
-
-    Parameters
-    ----------
-    tracks : ndarray of shape (n,)
-        Track id per image (e.g. ``extra["track_train"]`` of :func:`load_gtsrb`).
-    val_fraction : float
-        Wanted share of images in the validation part, in (0, 1).
-    seed : int
-        Seed of the shuffle; the same inputs always give the same split.
-
-    Returns
-    -------
-    train, val : ndarray of shape (n,), bool
-        Complementary masks; every track lies entirely in one of them.
-
-    Raises
-    ------
-    ValueError
-        If ``val_fraction`` is outside (0, 1) or ``tracks`` is empty or not 1-D.
-    """
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
-    tracks = np.asarray(tracks)
-    if tracks.ndim != 1 or tracks.size == 0:
-        raise ValueError(f"tracks must be a non-empty 1-D array, got shape {tracks.shape}")
-    unique, counts = np.unique(tracks, return_counts=True)
-    order = np.random.default_rng(seed).permutation(unique.size)
-    cumulative = np.cumsum(counts[order])
-    target = float(val_fraction) * tracks.size
-    n_max = max(1, unique.size - 1)
-    n_val = int(np.argmin(np.abs(cumulative[:n_max] - target))) + 1
-    val = np.isin(tracks, unique[order[:n_val]])
-    return ~val, val
 
 
 def write_official_layout(

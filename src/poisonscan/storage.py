@@ -391,7 +391,7 @@ def file_sha256(path: PathLike) -> str:
 
 
 def read_sidecar(path: PathLike, required: Sequence[str] = ("weights_sha256",)) -> dict[str, Any]:
-    """The JSON sidecar of a checkpoint (:func:`poisonscan.training.save_checkpoint`).
+    """The JSON sidecar of a checkpoint (:func:`poisonscan.checkpoints.save_checkpoint`).
 
     Parameters
     ----------

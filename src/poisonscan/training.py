@@ -1,120 +1,52 @@
-"""Training, prediction, checkpoints, clean accuracy and attack success rate.
+"""Training: the loop, its options by name, and the measurements of the trained model.
 
 :func:`train_model` trains a registered model (:mod:`poisonscan.models`) with
 the reference study's augmentations (each switchable), a validation split
-that keeps GTSRB tracks whole, early stopping on validation accuracy with the
-best weights restored, and mixed precision on CUDA.
-
-Checkpoints hold tensors only (safetensors) plus a JSON sidecar with the
-architecture, classes and input normalisation, so loading never unpickles code.
+that keeps near-duplicate groups (GTSRB's tracks) whole, early stopping on validation
+accuracy with the best weights restored, and mixed precision on CUDA;
+:func:`fit_and_evaluate` adds the clean accuracy and attack success on the test split
+(:mod:`poisonscan.inference`). Checkpoints: :mod:`poisonscan.checkpoints`; device and
+threads: :mod:`poisonscan.devices`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
+from poisonscan.devices import seed_everything, select_device
+from poisonscan.inference import Normalization, evaluate, predict, triggered_test_success
 from poisonscan.models import build_model, count_parameters
 from poisonscan.parameters import from_section
 from poisonscan.rulelog import PROGRESS
 from poisonscan.storage import (
     ImageDataset,
-    ProvenanceError,
-    StoreError,
-    atomic_path,
-    file_sha256,
-    read_sidecar,
 )
 
 __all__ = [
     "AUGMENTATIONS",
     "OPTIMIZERS",
     "SCHEDULES",
-    "Normalization",
     "TrainParams",
     "TrainResult",
     "TrainStep",
-    "attack_success_rate",
-    "attack_success_rates",
-    "evaluate",
-    "file_sha256",
     "fit_and_evaluate",
-    "load_checkpoint",
     "make_augmentation",
     "make_loader",
-    "predict",
-    "save_checkpoint",
-    "select_device",
-    "set_threads",
     "train_model",
-    "triggered_test_success",
     "validation_split",
 ]
 
 log = logging.getLogger(__name__)
-
-
-def select_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def set_threads(threads: int) -> None:
-    """Torch threads of this process (at least 1)."""
-    torch.set_num_threads(max(1, int(threads)))
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's and torch's generators (torch: every device).
-
-    numpy code here takes explicit Generators; torchvision's transforms draw from torch.
-    """
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-channel mean and standard deviation of the training images on a [0, 1] scale."""
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @classmethod
-    def fit(cls, images: np.ndarray) -> Normalization:
-        x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-        return cls(tuple(x.mean(0).tolist()), tuple(np.maximum(x.std(0), 1e-6).tolist()))
-
-    def to_tensor(self, images: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
-        """uint8 (n, H, W, C) -> normalised float32 (n, C, H, W) on ``device``."""
-        return self.normalize(torch.as_tensor(images, device=device).permute(0, 3, 1, 2))
-
-    def normalize(self, images: Tensor) -> Tensor:
-        """uint8 (n, C, H, W) tensor -> normalised float32 (n, C, H, W) on its device."""
-        x = images.float().div_(255.0)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return (x - mean) / std
-
-    def bounds(self) -> tuple[Tensor, Tensor]:
-        """The normalised images of all-black and all-white pixels, shape (1, C, 1, 1) each."""
-        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
-        std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return (0 - mean) / std, (1 - mean) / std
 
 
 # The reference study's augmentations (torchvision, applied per image to uint8 tensors),
@@ -278,10 +210,9 @@ def validation_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of the training and validation images.
 
-    Datasets with ``extra["track_train"]`` (GTSRB) are split by whole tracks
-    (:func:`poisonscan.gtsrb.track_split`): frames of one physical sign are near
-    duplicates and must not sit on both sides; so are datasets with near-duplicate groups
-    (``extra["group_train"]``, :mod:`poisonscan.datasets.split`). Other datasets get a seeded
+    Datasets with near-duplicate groups (``extra["group_train"]``: GTSRB's tracks, the groups
+    of a user's dataset) are split by whole groups (:func:`poisonscan.datasets.split.group_split`):
+    frames of one physical sign must not sit on both sides. Other datasets get a seeded
     split stratified by (possibly poisoned) label, or a plain seeded split when a
     class is too small to stratify.
 
@@ -293,18 +224,18 @@ def validation_split(
     """
     from sklearn.model_selection import train_test_split
 
-    from poisonscan.gtsrb import track_split
+    from poisonscan.datasets.split import group_split
 
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation_fraction must lie in [0, 1), got {fraction}")
     n = len(data.y_train)
     if fraction == 0.0:
         return np.arange(n), np.zeros(0, dtype=np.int64)
-    tracks = data.extra.get("track_train", data.extra.get("group_train"))
-    if tracks is not None:
-        if len(tracks) != n:
-            raise ValueError(f"{len(tracks)} track ids for {n} training images")
-        train, val = track_split(tracks, fraction, seed)
+    groups = data.extra.get("group_train")
+    if groups is not None:
+        if len(groups) != n:
+            raise ValueError(f"{len(groups)} group ids for {n} training images")
+        train, val = group_split(groups, fraction, seed)
         return np.flatnonzero(train), np.flatnonzero(val)
     if n < 2:
         raise ValueError(f"cannot hold out a validation part of {n} image(s)")
@@ -639,119 +570,6 @@ def random_shift(
     return shifted.contiguous(memory_format=memory_format)
 
 
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    norm: Normalization,
-    images: np.ndarray,
-    labels: np.ndarray,
-    device: torch.device | None = None,
-    batch_size: int = 512,
-) -> tuple[float, float]:
-    """Accuracy and mean cross-entropy on uint8 images (n, H, W, C); NaN, NaN when n = 0."""
-    if len(labels) == 0:
-        return math.nan, math.nan
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    correct, loss = 0, 0.0
-    for i in range(0, len(images), batch_size):
-        out = model(norm.to_tensor(images[i : i + batch_size], device))
-        y = torch.as_tensor(labels[i : i + batch_size], device=device)
-        correct += int((out.argmax(1) == y).sum())
-        loss += float(nn.functional.cross_entropy(out.float(), y, reduction="sum"))
-    model.train(was_training)
-    return correct / len(labels), loss / len(labels)
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    norm: Normalization,
-    images: np.ndarray,
-    device: torch.device | None = None,
-    batch_size: int = 512,
-) -> np.ndarray:
-    """Predicted class ids for uint8 images (n, H, W, C), shape (n,) int64."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [
-        model(norm.to_tensor(images[i : i + batch_size], device)).argmax(1).cpu()
-        for i in range(0, len(images), batch_size)
-    ]
-    model.train(was_training)
-    return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, dtype=np.int64)
-
-
-def attack_success_rate(predictions: np.ndarray, target: int | np.ndarray) -> float:
-    """Share of triggered (non-target) test images predicted as their ``target``."""
-    return float(np.mean(predictions == target)) if predictions.size else float("nan")
-
-
-def attack_success_rates(
-    predictions: np.ndarray, original_labels: np.ndarray, targets: int | np.ndarray
-) -> tuple[float, dict[str, float]]:
-    """Attack success per original class of the triggered test images, and their mean.
-
-    For a single-source attack the mean is the usual attack success rate; for
-    an all-class trigger (label-consistent attack, all-to-all) it is the mean
-    attack success rate over classes (mAER). Images whose true class is their
-    target are ignored: they are "predicted as the target" without any attack.
-
-    Parameters
-    ----------
-    predictions : ndarray of shape (n,), int
-        Predicted classes of the triggered test images.
-    original_labels : ndarray of shape (n,), int
-        Their true classes before triggering.
-    targets : int or ndarray of shape (n,), int
-        The label the attacker wants for each image (one int: the same for all).
-
-    Returns
-    -------
-    mean : float
-        NaN when no non-target image was triggered.
-    per_class : dict of str to float
-        Class id (as a string, for JSON) -> share predicted as its target.
-    """
-    if predictions.shape != original_labels.shape:
-        raise ValueError(
-            f"{predictions.shape[0]} predictions for {original_labels.shape[0]} labels"
-        )
-    targets = np.broadcast_to(np.asarray(targets, dtype=np.int64), original_labels.shape)
-    attacked = original_labels != targets
-    per_class = {
-        str(int(c)): attack_success_rate(predictions[keep], targets[keep])
-        for c in np.unique(original_labels[attacked])
-        for keep in [attacked & (original_labels == c)]
-    }
-    mean = float(np.mean(list(per_class.values()))) if per_class else float("nan")
-    return mean, per_class
-
-
-def triggered_test_success(
-    model: nn.Module, norm: Normalization, data: ImageDataset
-) -> tuple[float, dict[str, float]]:
-    """:func:`attack_success_rates` of ``model`` on the dataset's triggered test images.
-
-    The targets are ``extra["y_test_triggered_target"]`` (datasets poisoned before it was
-    recorded: the attack's ``target`` for every image); NaN and {} without triggered images.
-    """
-    triggered = data.extra.get("x_test_triggered")
-    if triggered is None or not len(triggered):
-        return float("nan"), {}
-    targets = data.extra.get("y_test_triggered_target")
-    if targets is None:
-        target = data.meta.get("attack", {}).get("target")
-        if target is None:
-            return float("nan"), {}
-        targets = int(target)
-    return attack_success_rates(
-        predict(model, norm, triggered), data.extra["y_test_triggered_original"], targets
-    )
-
-
 def fit_and_evaluate(
     data: ImageDataset,
     model_name: str,
@@ -803,107 +621,3 @@ def fit_and_evaluate(
         metrics["clean_acc"], asr, result.best_epoch, epochs, result.seconds, extra=PROGRESS,
     )  # fmt: skip
     return result, metrics
-
-
-def save_checkpoint(
-    path: str | os.PathLike[str],
-    model: nn.Module,
-    model_name: str,
-    data: ImageDataset,
-    norm: Normalization,
-    extra: Mapping[str, Any] | None = None,
-) -> None:
-    """Write ``path`` (safetensors weights) and ``path`` + ``.json`` (the sidecar).
-
-    The sidecar records the architecture, classes, image size, input
-    normalisation and the weights' sha256, plus ``extra`` (JSON-able; the
-    workflow adds the model and training config and the dataset file's sha256).
-    """
-    path = Path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    sidecar = {
-        "architecture": model_name,
-        "n_classes": data.n_classes,
-        "class_names": list(data.class_names),
-        "image_size": data.image_shape[0],
-        "normalization": asdict(norm),
-        **(extra or {}),
-    }
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
-    sidecar["weights_sha256"] = file_sha256(path)
-    with atomic_path(f"{path}.json") as tmp:
-        tmp.write_text(json.dumps(sidecar, indent=2, sort_keys=True))
-
-
-def load_checkpoint(
-    path: str | os.PathLike[str],
-    device: torch.device | None = None,
-    dataset: str | os.PathLike[str] | None = None,
-) -> tuple[nn.Module, Normalization, dict[str, Any]]:
-    """Load a checkpoint written by :func:`save_checkpoint` (tensors only, no pickle).
-
-    Parameters
-    ----------
-    path : path
-        The weights; the sidecar is ``path`` + ``.json``.
-    device : torch.device, optional
-        Default :func:`select_device`.
-    dataset : path, optional
-        The dataset file the checkpoint must have been trained on: its sha256 is
-        compared with the sidecar's ``dataset_sha256``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the weights or the sidecar are missing.
-    StoreError
-        If the sidecar is not valid JSON or lacks ``weights_sha256`` (or
-        ``dataset_sha256`` when ``dataset`` is given), the weights' sha256 differs
-        from the sidecar's, or the file is not a safetensors file (a pickle, for
-        example: it is never unpickled); the message names the file.
-    ProvenanceError
-        If ``dataset`` is not the file the checkpoint was trained on (``path`` of the
-        error: the dataset, the upstream output).
-    ValueError
-        If the weights do not fit the architecture named in the sidecar.
-    """
-    path = Path(path)
-    side_path = Path(f"{path}.json")
-    for p in (path, side_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"checkpoint file not found: {p}")
-    meta = read_sidecar(side_path, ("weights_sha256", "dataset_sha256") if dataset else
-                        ("weights_sha256",))  # fmt: skip
-    try:
-        state = load_file(str(path))
-    except Exception as err:  # safetensors raises its own error types
-        raise StoreError(f"{path} is not a safetensors checkpoint ({err})", path) from err
-    if file_sha256(path) != meta["weights_sha256"]:
-        raise StoreError(
-            f"checkpoint {path} does not match the weights_sha256 of its sidecar {side_path} "
-            "(damaged or replaced)",
-            path,
-        )
-    if dataset is not None and file_sha256(dataset) != meta["dataset_sha256"]:
-        raise ProvenanceError(
-            f"{dataset} is not the dataset the checkpoint {path} was trained on (its sha256 "
-            f"differs from the dataset_sha256 of {side_path})",
-            dataset,
-        )
-    if meta["architecture"] == "torchscript":  # a user's TorchScript model (rule import_model)
-        from poisonscan.usermodel import load_scripted_checkpoint
-
-        model = load_scripted_checkpoint(path, meta, state)
-    else:
-        model = build_model(meta["architecture"], meta["n_classes"], meta["image_size"])
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as err:
-            raise ValueError(
-                f"{path} does not hold weights of architecture {meta['architecture']!r}: {err}"
-            ) from err
-    device = device or select_device()
-    model.to(device).eval()
-    norm = Normalization(**{k: tuple(v) for k, v in meta["normalization"].items()})
-    return model, norm, meta

@@ -5,7 +5,7 @@ or a TorchScript file (:mod:`poisonscan.modelfile`); ``model.normalization`` say
 model expects its input: ``x = (pixel / 255 - mean) / std`` per RGB channel, (n, 3, S, S)
 float32 with S = ``dataset.image_size``. Rule ``import_model`` (instead of ``train``) turns
 it into the checkpoint + sidecar + ``metrics.json`` that ``train`` writes
-(:func:`poisonscan.training.save_checkpoint`), so every later step runs unchanged. The
+(:func:`poisonscan.checkpoints.save_checkpoint`), so every later step runs unchanged. The
 sidecar records ``origin: "user"`` and the file's sha256: a model from an untrusted source
 can be made to hide its trigger from explanations, which the report must say.
 
@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from poisonscan.inference import Normalization, predict, triggered_test_success
 from poisonscan.modelfile import SAFETENSORS, TORCHSCRIPT, ModelFileError, model_format
 from poisonscan.models import build_model, count_parameters
-from poisonscan.storage import ImageDataset, StoreError
-from poisonscan.training import Normalization, file_sha256, predict, triggered_test_success
+from poisonscan.storage import ImageDataset, StoreError, file_sha256
 
 __all__ = [
     "ScriptedClassifier",

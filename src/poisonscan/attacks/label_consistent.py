@@ -7,10 +7,10 @@ Turner et al. and the reference study, *not* the dirty-label definition
 on the proxy model's cross-entropy for their true label; then the trigger is
 added and the label is kept. At test time the full-amplitude trigger goes on
 every non-target test image, so the per-class attack success rates and their
-mean (mAER) come out of :func:`poisonscan.training.attack_success_rates`.
+mean (mAER) come out of :func:`poisonscan.inference.attack_success_rates`.
 
 PGD works in pixel units (0..255) for ``eps`` and ``step_size``, without a
-random start, on the proxy in eval mode (its :class:`~poisonscan.training.Normalization`
+random start, on the proxy in eval mode (its :class:`~poisonscan.inference.Normalization`
 is applied inside the loss):
 
 - ``linf``: ``delta += step_size * sign(grad)``, then ``delta`` is clipped to [-eps, eps];
@@ -75,7 +75,7 @@ class Proxy:
     Attributes
     ----------
     model : torch.nn.Module
-    normalization : poisonscan.training.Normalization
+    normalization : poisonscan.inference.Normalization
         Input normalisation of the model.
     info : dict
         Provenance recorded in the poisoned dataset's meta (checkpoint hash ...).
@@ -157,7 +157,7 @@ def pgd_perturb(
     ----------
     model : torch.nn.Module
         Run in eval mode (its mode is restored afterwards).
-    normalization : poisonscan.training.Normalization
+    normalization : poisonscan.inference.Normalization
     images : ndarray of shape (n, H, W, 3), uint8
     labels : ndarray of shape (n,), int
     norm : {'l2', 'linf'}

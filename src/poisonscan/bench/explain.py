@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from poisonscan import explain
+from poisonscan.inference import Normalization
 from poisonscan.models import MODELS, build_model
-from poisonscan.training import Normalization
 
 __all__ = ["add_parser", "heatmap_throughput"]
 

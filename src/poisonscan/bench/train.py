@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from poisonscan import training
+from poisonscan import devices, inference, training
 from poisonscan.models import MODELS, build_model, count_parameters
 from poisonscan.storage import ImageDataset
 
@@ -91,7 +91,7 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if unknown or not variants:
         raise SystemExit(f"--variant: unknown {unknown or variants}; available: {list(VARIANTS)}")
     data = _load(args)
-    device = training.select_device()
+    device = devices.select_device()
     rows = []
     for name in args.model or sorted(MODELS):
         timed = time_training(
@@ -134,14 +134,14 @@ def time_training(
         raise ValueError(f"unknown variant(s) {unknown or list(variants)}; available: "
                          f"{list(VARIANTS)}")  # fmt: skip
     timer = time.process_time if clock == "cpu" else time.perf_counter
-    training.seed_everything(params.seed)
+    devices.seed_everything(params.seed)
     train_idx, val_idx = training.validation_split(data, params.validation_fraction, params.seed)
     x, y = data.x_train[train_idx], data.y_train[train_idx]
-    norm = training.Normalization.fit(x)
+    norm = inference.Normalization.fit(x)
     runs = []
     for variant in variants:
         fast = VARIANTS[variant]
-        training.seed_everything(params.seed)  # the same initial weights for every variant
+        devices.seed_everything(params.seed)  # the same initial weights for every variant
         model = build_model(model_name, data.n_classes, data.image_shape[0]).to(device).train()
         step = training.TrainStep(model, norm, params, device, fast=fast)
         loader = training.make_loader(x, y, params, workers, device, fast=fast)
@@ -162,10 +162,10 @@ def time_training(
     n_eval = min(len(data.x_test), max(2 * params.batch_size, 256))
     rows = []
     for variant, model, _, _ in runs:
-        training.predict(model, norm, data.x_test[:64], device)  # warm-up
+        inference.predict(model, norm, data.x_test[:64], device)  # warm-up
         _sync(device)
         t0 = timer()
-        training.predict(model, norm, data.x_test[:n_eval], device)
+        inference.predict(model, norm, data.x_test[:n_eval], device)
         _sync(device)
         eval_rate = n_eval / max(timer() - t0, 1e-9)
         train_rate = float(np.median(rates[variant]))

@@ -68,7 +68,7 @@ def _load(run: Path, store: str) -> dict[str, Any]:
         data["poison"] = (
             f["poison_mask"][()].astype(bool) if "poison_mask" in f else np.zeros(n, dtype=bool)
         )
-        groups = next((f[k][()] for k in ("group_train", "track_train") if k in f), None)
+        groups = f["group_train"][()] if "group_train" in f else None
         data["groups"] = groups if groups is not None else np.arange(n)
         import json
 
@@ -92,24 +92,24 @@ def run_dirs(
     threads: int = 2,
 ) -> list[dict[str, Any]]:
     """Every run's verdict rows (poisonscan and each baseline), with ``name`` and ``seconds``."""
-    from poisonscan import training
+    from poisonscan import checkpoints, devices, inference
     from poisonscan.evaluate import verdict_metrics
     from poisonscan.parameters import from_section
     from poisonscan.verdicts import ClassData, VerdictParams, audit
 
-    training.set_threads(threads)
+    devices.set_threads(threads)
     params = from_section(VerdictParams, "verdicts", config["verdicts"])
     rows = []
     for run, name in zip(runs, names, strict=True):
         d = _load(run, store)
-        model, norm, _ = training.load_checkpoint(run / "model.safetensors")
+        model, norm, _ = checkpoints.load_checkpoint(run / "model.safetensors")
         classes = {
             c: ClassData(v["heatmaps"], v["index"], v["prediction"], d["groups"][v["index"]])
             for c, v in d["classes"].items()
         }
         start = time.perf_counter()
         result = audit(classes, d["x_train"], d["x_test"], d["y_test"],
-                       lambda x, m=model, z=norm: training.predict(m, z, x), params)  # fmt: skip
+                       lambda x, m=model, z=norm: inference.predict(m, z, x), params)  # fmt: skip
         seconds = time.perf_counter() - start
         ids = np.array(sorted(classes))
         hit = np.isin(ids, result.poisoned_classes)

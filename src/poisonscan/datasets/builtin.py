@@ -38,11 +38,10 @@ def inspect_synthetic(section: Mapping[str, Any]) -> Inspection:
 
 
 def load_gtsrb(section: Mapping[str, Any]) -> ImageDataset:
-    """:func:`poisonscan.gtsrb.load_gtsrb`; its track ids are also the near-duplicate groups."""
+    """:func:`poisonscan.gtsrb.load_gtsrb`; its track ids are the near-duplicate groups."""
     from poisonscan import gtsrb
 
     ds = gtsrb.load_gtsrb(section["path"], section["image_size"], section["crop_roi"])
-    ds.extra["group_train"] = ds.extra["track_train"].copy()
     return ds
 
 

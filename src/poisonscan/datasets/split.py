@@ -6,7 +6,8 @@ accuracy on images the model has seen. :func:`duplicate_groups` finds them as co
 components of two relations: byte-identical pixels (anywhere in the dataset) and, within a
 class, a difference hash (dHash, :func:`dhash`) at most ``max_distance`` bits apart (chained:
 consecutive frames of a track link the whole track). :func:`holdout_split` then moves whole
-groups to the test split, class by class.
+groups to the test split, class by class; :func:`group_split` holds out whole groups for
+validation while training.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["dhash", "duplicate_groups", "holdout_split"]
+__all__ = ["dhash", "duplicate_groups", "group_split", "holdout_split"]
 
 log = logging.getLogger(__name__)
 
@@ -167,3 +168,48 @@ def holdout_split(labels: np.ndarray, groups: np.ndarray, fraction: float, seed:
         for j, (g, _) in enumerate(free):
             placed[g] = j < k
     return np.array([placed[int(g)] for g in groups], dtype=bool)
+
+
+def group_split(
+    groups: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split images into train and validation parts by whole near-duplicate groups.
+
+    The unique group ids (GTSRB: its tracks) are shuffled with
+    ``np.random.default_rng(seed)`` and taken in that order until the validation part
+    holds about ``val_fraction`` of the images (the prefix whose image count is closest to
+    the target, at least one group and, with two or more groups, at least one group left
+    for training).
+
+    Parameters
+    ----------
+    groups : ndarray of shape (n,)
+        Group id per image (a dataset's ``extra["group_train"]``).
+    val_fraction : float
+        Wanted share of images in the validation part, in (0, 1).
+    seed : int
+        Seed of the shuffle; the same inputs always give the same split.
+
+    Returns
+    -------
+    train, val : ndarray of shape (n,), bool
+        Complementary masks; every group lies entirely in one of them.
+
+    Raises
+    ------
+    ValueError
+        If ``val_fraction`` is outside (0, 1) or ``groups`` is empty or not 1-D.
+    """
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction}")
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or groups.size == 0:
+        raise ValueError(f"groups must be a non-empty 1-D array, got shape {groups.shape}")
+    unique, counts = np.unique(groups, return_counts=True)
+    order = np.random.default_rng(seed).permutation(unique.size)
+    cumulative = np.cumsum(counts[order])
+    target = float(val_fraction) * groups.size
+    n_max = max(1, unique.size - 1)
+    n_val = int(np.argmin(np.abs(cumulative[:n_max] - target))) + 1
+    val = np.isin(groups, unique[order[:n_val]])
+    return ~val, val

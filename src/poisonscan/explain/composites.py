@@ -64,7 +64,7 @@ from zennit.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, ZBox, ZPlus
 from zennit.types import Convolution, Linear
 
 from poisonscan.explain.canonizers import default_canonizers, is_identity_batch_norm
-from poisonscan.training import Normalization
+from poisonscan.inference import Normalization
 
 __all__ = [
     "COMPOSITES",

@@ -32,7 +32,7 @@ from zennit.composites import DeconvNet, GuidedBackprop
 
 from poisonscan.explain.composites import make_composite
 from poisonscan.explain.params import ExplainParams
-from poisonscan.training import Normalization
+from poisonscan.inference import Normalization
 
 __all__ = ["METHODS", "Explainer", "find_layer", "make_explainer"]
 

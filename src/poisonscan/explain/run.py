@@ -17,9 +17,9 @@ from poisonscan.explain.methods import find_layer, make_explainer
 from poisonscan.explain.params import ExplainParams, resolve_classes
 from poisonscan.explain.postprocess import sum_pool, to_heatmaps
 from poisonscan.explain.store import create_class_group
+from poisonscan.inference import Normalization
 from poisonscan.rulelog import PROGRESS
 from poisonscan.storage import atomic_path, seal_store
-from poisonscan.training import Normalization
 
 __all__ = ["explain_classes", "layer_outputs"]
 

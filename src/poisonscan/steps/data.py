@@ -77,12 +77,12 @@ def poison_dataset(
     ds = read_dataset(clean)
     proxy_model = None
     if attack.needs_proxy:
-        from poisonscan import training
+        from poisonscan import checkpoints, devices
 
         if proxy is None:
             raise ValueError(f"attack {attack.name!r} needs a proxy checkpoint, none was given")
-        training.set_threads(threads)
-        model, norm, meta = training.load_checkpoint(proxy, dataset=clean)
+        devices.set_threads(threads)
+        model, norm, meta = checkpoints.load_checkpoint(proxy, dataset=clean)
         info = {k: meta.get(k) for k in ("architecture", "n_classes", "weights_sha256")}
         proxy_model = Proxy(model, norm, info)
     t0 = time.perf_counter()

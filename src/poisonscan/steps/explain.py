@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from poisonscan import explain, training
+from poisonscan import checkpoints, devices, explain
 from poisonscan.parameters import merge_performance
 from poisonscan.storage import read_dataset
 
@@ -38,11 +38,11 @@ def explain_target(
     ``performance`` (dotted config keys) puts the knobs the workflow passes as
     resources (``explain.batch_size``) back into ``params``.
     """
-    training.set_threads(threads)
+    devices.set_threads(threads)
     p = explain.ExplainParams.from_config(merge_performance(params, "explain", performance))
     ds = read_dataset(dataset)
     # the checkpoint must have been trained on this very dataset file (its sidecar's sha256)
-    model, norm, meta = training.load_checkpoint(checkpoint, dataset=dataset)
+    model, norm, meta = checkpoints.load_checkpoint(checkpoint, dataset=dataset)
     # the audit of a user's dataset has no target class: every class is analysed
     target = None if scenario.get("target") is None else int(scenario["target"])
     poison = ds.extra.get("poison_mask", np.zeros(len(ds.y_train), dtype=bool))

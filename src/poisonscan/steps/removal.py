@@ -59,9 +59,9 @@ def retrain_filtered(
     name : str, optional
         Filter name in the output (default: the method, or ``"perfect"``).
     """
-    from poisonscan import training
+    from poisonscan import devices, training
 
-    training.set_threads(threads)
+    devices.set_threads(threads)
     ds = read_dataset(dataset)
     n = len(ds.y_train)
     poison = _poison_mask(ds)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from poisonscan import training
+from poisonscan import checkpoints, devices, storage, training
 from poisonscan.storage import atomic_path, read_dataset, write_csv, write_json
 
 __all__ = ["HISTORY_COLUMNS", "import_model", "plot_history", "train", "train_proxy"]
@@ -49,19 +49,19 @@ def train(
     curve_csv, curve_png : path, optional
         Per-epoch history as CSV and as a plot of loss and accuracies.
     """
-    training.set_threads(threads)
+    devices.set_threads(threads)
     ds = read_dataset(dataset)
     log.info("training %s (%d images)", model["name"], len(ds.y_train))
     result, out = training.fit_and_evaluate(
         ds, model["name"], training.TrainParams.from_config(params),
         workers=threads // 2 if threads > 1 else 0,
     )  # fmt: skip
-    training.save_checkpoint(
+    checkpoints.save_checkpoint(
         checkpoint, result.model, model["name"], ds, result.normalization,
         extra={
             "model": dict(model),
             "training": dict(params),
-            "dataset_sha256": training.file_sha256(dataset),
+            "dataset_sha256": storage.file_sha256(dataset),
             "dataset_meta": ds.meta,
             "best_epoch": result.best_epoch,
         },
@@ -87,16 +87,16 @@ def train_proxy(
     and ``training`` config sections), on the clean dataset; writes the checkpoint
     (+ sidecar) and its metrics JSON.
     """
-    training.set_threads(threads)
+    devices.set_threads(threads)
     ds = read_dataset(clean)
     log.info("training proxy %s (%d clean images)", model["name"], len(ds.y_train))
     result, out = training.fit_and_evaluate(
         ds, model["name"], training.TrainParams.from_config(params)
     )
-    training.save_checkpoint(
+    checkpoints.save_checkpoint(
         checkpoint, result.model, model["name"], ds, result.normalization,
         extra={"training": dict(params), "dataset_meta": ds.meta, "role": "proxy",
-               "dataset_sha256": training.file_sha256(clean)},
+               "dataset_sha256": storage.file_sha256(clean)},
     )  # fmt: skip
     write_json(metrics, out)
 
@@ -114,7 +114,7 @@ def import_model(
 
     Loads the file, checks that it fits the dataset (:func:`poisonscan.usermodel.load_user_model`:
     the output size equals the class count), measures it on the test split and writes the
-    checkpoint + sidecar (:func:`poisonscan.training.save_checkpoint`; the sidecar's
+    checkpoint + sidecar (:func:`poisonscan.checkpoints.save_checkpoint`; the sidecar's
     ``origin: "user"`` and ``user_model`` say where it came from) and ``metrics.json``, so
     that every later step runs as after ``train``.
 
@@ -143,10 +143,10 @@ def import_model(
     from poisonscan import usermodel
 
     t0 = time.perf_counter()
-    training.set_threads(threads)
+    devices.set_threads(threads)
     ds = read_dataset(dataset)
     user = usermodel.load_user_model(
-        model, ds.n_classes, ds.image_shape[0], device=training.select_device()
+        model, ds.n_classes, ds.image_shape[0], device=devices.select_device()
     )
     log.info("imported %s model %s (sha256 %s)", user.format, user.file, user.sha256)
     extra: dict[str, Any] = {}
@@ -158,22 +158,22 @@ def import_model(
         with atomic_path(program) as tmp:
             shutil.copyfile(user.file, tmp)
         extra = {"torchscript_file": Path(program).name,
-                 "torchscript_sha256": training.file_sha256(program)}  # fmt: skip
-    training.save_checkpoint(
+                 "torchscript_sha256": storage.file_sha256(program)}  # fmt: skip
+    checkpoints.save_checkpoint(
         checkpoint, user.weights, user.architecture, ds, user.normalization,
         extra={
             **extra,
             "origin": "user",
             "user_model": user.provenance(),
             "model": dict(model),
-            "dataset_sha256": training.file_sha256(dataset),
+            "dataset_sha256": storage.file_sha256(dataset),
             "dataset_meta": ds.meta,
             "best_epoch": None,
         },
     )  # fmt: skip
     out = usermodel.test_metrics(user.module, user.normalization, ds)
     out.update(model=user.architecture, origin="user", n_train=len(ds.y_train),
-               seconds=time.perf_counter() - t0, device=str(training.select_device()))  # fmt: skip
+               seconds=time.perf_counter() - t0, device=str(devices.select_device()))  # fmt: skip
     log.info("clean test accuracy %.4f of the imported model", out["clean_acc"])
     write_json(metrics, out)
 

@@ -53,11 +53,10 @@ CONFLICT_COLUMNS = ("path_a", "class_a", "name_a", "split_a", "path_b", "class_b
 
 
 def image_groups(ds: ImageDataset) -> np.ndarray:
-    """Near-duplicate group of every training image: the dataset's ``group_train`` (or GTSRB's
-    ``track_train``), else one group per image."""
-    for key in ("group_train", "track_train"):
-        if key in ds.extra:
-            return np.asarray(ds.extra[key])
+    """Near-duplicate group of every training image: the dataset's ``group_train`` (GTSRB: its
+    tracks), else one group per image."""
+    if "group_train" in ds.extra:
+        return np.asarray(ds.extra["group_train"])
     return np.arange(len(ds.y_train))
 
 
@@ -149,11 +148,11 @@ def audit_scenario(
         (near-)identical images under different labels (:data:`CONFLICT_COLUMNS`; their count
         in ``verdicts.json`` ``label_conflicts``).
     """
-    from poisonscan import training
+    from poisonscan import checkpoints, devices, inference
     from poisonscan.verdicts import VerdictParams, audit, verdict_table
 
     p = from_section(VerdictParams, "verdicts", params)
-    training.set_threads(threads)
+    devices.set_threads(threads)
     ds = read_dataset(dataset)
     missing = sorted(set(range(ds.n_classes)) - set(store_classes(explanations)))
     if missing:
@@ -161,10 +160,10 @@ def audit_scenario(
             f"{explanations} has no explanations of classes {missing}: the verdicts compare "
             "every class with the others, so set explain.classes to all"
         )
-    model, norm, _ = training.load_checkpoint(checkpoint)
+    model, norm, _ = checkpoints.load_checkpoint(checkpoint)
     classes = _classes(explanations, image_groups(ds))
     result = audit(classes, ds.x_train, ds.x_test, ds.y_test,
-                   lambda x: training.predict(model, norm, x), p)  # fmt: skip
+                   lambda x: inference.predict(model, norm, x), p)  # fmt: skip
     gate = None
     if metrics is not None:
         from poisonscan.verdicts.gate import MIN_KAPPA, ModelQuality, gate_verdicts
@@ -204,7 +203,7 @@ def audit_scenario(
         test_ids = _image_ids(ds, "test")
         hits = np.flatnonzero(held.flagged)
         hits = hits[np.argsort(held.q[hits], kind="stable")]
-        predicted = (training.predict(model, norm, ds.x_test[hits]) if len(hits)
+        predicted = (inference.predict(model, norm, ds.x_test[hits]) if len(hits)
                      else np.zeros(0, dtype=np.int64))  # fmt: skip
         columns = (*SUSPICIOUS_COLUMNS, "split")
         for row in suspicious:
