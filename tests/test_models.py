@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
+from conftest import REPO
 from torch import nn
 from zennit.canonizers import SequentialMergeBatchNorm
 
@@ -62,8 +64,10 @@ def test_inception3_shapes_and_parameter_count_on_32x32() -> None:
     assert 0.9e6 < count_parameters(model) < 1.3e6  # "about 1 M parameters"
 
 
-def test_every_model_is_listed_here() -> None:
+def test_every_model_is_listed_here_and_in_the_schema() -> None:
     assert set(MODELS) == {*MLP_MODELS, *RESIDUAL_MODELS}
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    assert set(schema["properties"]["model"]["properties"]["name"]["enum"]) == set(MODELS)
 
 
 @pytest.mark.parametrize("name", MLP_MODELS)
