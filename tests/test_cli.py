@@ -404,6 +404,87 @@ def test_the_advice_of_a_lock_works_verbatim(
     assert not list(locks.glob("*.lock"))
 
 
+def _wait_for_line(path: Path, text: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until ``path`` holds ``text``; fails if ``proc`` ends first or ``timeout`` passes."""
+    end = time.monotonic() + timeout
+    while not (path.is_file() and text in path.read_text(errors="replace")):
+        assert proc.poll() is None, f"the scan ended (code {proc.returncode}) before {text!r}"
+        assert time.monotonic() < end, f"no {text!r} in {path} after {timeout} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_a_scan_killed_in_training_resumes_and_the_api_gives_its_verdicts(
+    folder: Path, tmp_path: Path
+) -> None:
+    """Issue 34, "done when": kill -9 then the same command resuming (problem 5: it stopped on
+    Snakemake's lock, whose advice did not work), and the API returning the CLI's verdicts.
+
+    The scan's process group is killed with SIGKILL while its training step runs (its log's
+    first line seen, no model file yet); the same command then removes the lock, reruns the
+    training and ends with the verdicts. ``poisonscan.audit`` on that folder, with the same
+    keys and out, runs the same scan: Snakemake finds nothing to redo (no file rewritten, so
+    its config and workflow are the command's) and its verdict table is the CLI's
+    verdicts.csv and console table. (A second scan in another folder would cost a minute.)
+    """
+    import csv
+    import signal
+
+    import pandas as pd
+
+    import poisonscan
+
+    out = tmp_path / "out"
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(yaml.safe_dump({"training": {"epochs": 2}}))
+    argv = [sys.executable, "-m", "poisonscan.cli", "scan", str(folder), "--out", str(out),
+            "--config", str(keys), "--cores", "2"]  # fmt: skip
+    train_log = out / "results" / "logs" / "train" / "folder" / "audit.log"
+    model = out / "results" / "folder" / "audit" / "model.safetensors"
+    with open(tmp_path / "first.txt", "wb") as console:
+        first = subprocess.Popen(argv, stdout=console, stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # fmt: skip
+        try:
+            _wait_for_line(train_log, "training net", first, timeout=300)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)  # the scan and its running step
+            first.wait()
+    assert first.returncode == -signal.SIGKILL
+    assert not model.exists(), "the training ended before the kill"
+    assert any((out / ".snakemake" / "locks").iterdir())  # what stopped the next run
+
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    text = again.stdout + again.stderr
+    assert again.returncode == 0, text[-4000:]
+    assert f"removed the lock left by a scan that stopped (process {first.pid})" in text
+    assert "rule train:" in text and model.is_file()  # the step killed, run again
+    base = out / "results" / "folder" / "audit" / "verdicts"
+    with open(base / "verdicts.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["name"] for r in rows) == ["class0", "class8", "class9"]
+    assert all(r["verdict"] in ("clean", "poisoned", "inconclusive", "too_small") for r in rows)
+    # the console's verdict table (the poisoned classes, else the five of largest z)
+    lines = text.split("\nAudit: ", 1)[1].splitlines()[2:]
+    table = [line.split()[:3] for line in lines[: next(
+        i for i, line in enumerate(lines) if not line[:1].isdigit())]]  # fmt: skip
+    console_verdicts = {tuple(cells) for cells in table}
+    poisoned = sum(r["verdict"] == "poisoned" for r in rows)
+    assert len(console_verdicts) == (poisoned or min(len(rows), 5))
+    assert console_verdicts <= {(r["class"], r["name"], r["verdict"]) for r in rows}
+    assert not (out / ".snakemake" / "locks").exists() or not any(
+        (out / ".snakemake" / "locks").iterdir()
+    )
+
+    written = {p: p.stat().st_mtime_ns for p in (out / "results").rglob("*") if p.is_file()}
+    result = poisonscan.audit(folder, out=out, cores=2, training={"epochs": 2})
+    assert {p: p.stat().st_mtime_ns for p in written} == written  # nothing redone
+    pd.testing.assert_frame_equal(result.verdicts, pd.read_csv(base / "verdicts.csv"))
+    assert {(str(r["class"]), r["name"], r["verdict"])
+            for r in result.verdicts.to_dict("records")} == console_verdicts  # fmt: skip
+    with open(base / "suspicious.csv") as f:
+        assert result.suspicious_files == [r["path"] for r in csv.DictReader(f)]
+
+
 def test_a_failed_step_ends_with_one_line_saying_what_to_do(tmp_path: Path) -> None:
     """Problem 9 of issue 34: the cause sat inside ~117 lines of tracebacks."""
     from poisonscan.rulelog import RERUN
