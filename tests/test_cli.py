@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -229,6 +230,74 @@ def test_an_audits_report_opens_on_its_verdicts(
     page = (out / "report.html").read_text()
     assert page.index("href='report-workflow.html'") < page.index("<h2>Verdicts: audit</h2>")
     assert "(the workflow and every output:" in capsys.readouterr().err
+
+
+CHROMIUM = next(
+    (
+        path
+        for name in ("chromium", "chromium-browser", "google-chrome")
+        if (path := shutil.which(name))
+    ),
+    None,
+)
+SCREEN = (1200, 900)  # the browser window: what the first screen of the page shows
+
+
+def chromium(page: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium on ``page`` (a fresh profile, nothing fetched from the network)."""
+    profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
+    argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--user-data-dir={profile}",
+            f"--window-size={SCREEN[0]},{SCREEN[1]}", *args, page.as_uri()]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium binary (Debian: apt-get install chromium)"
+)
+def test_the_reports_first_screen_shows_the_verdicts_in_chromium(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 34, "done when": the report's first page shows the verdicts, checked in a
+    browser. The overview page is made by the overview rule's function from an audit's files
+    (tests/test_api.py's two classes, one poisoned), ``poisonscan report`` puts it first
+    (Snakemake's report, linked, is stubbed); Chromium renders report.html: its DOM holds
+    the verdict table, and the first screen of the screenshot shows the poisoned class's row
+    (its colour, rows 1-900). The screenshot: test output, chromium/report.png."""
+    from test_api import finished_audit
+
+    from poisonscan.steps.report import overview_page
+
+    out = tmp_path / "out"
+    finished_audit(out)
+    base = out / "results" / "folder" / "audit" / "verdicts"
+    Image.new("RGB", (400, 200), (31, 119, 180)).save(base / "verdicts.png")
+    overview_page(out / "results" / "overview", [("audit", base / "verdicts.csv",
+                  base / "verdicts.png")], suspicious=base / "suspicious.csv",
+                  details=base / "verdicts.json")  # fmt: skip
+    cli._write_config(out, {"audit": True, "dataset": {"name": "folder", "path": "/d"}})
+    monkeypatch.setattr(cli, "_report", lambda root, o, path: path.write_text("<html/>") or True)
+    assert cli.main(["report", "--out", str(out)]) == 0
+    report = out / "report.html"
+
+    dom = chromium(report, tmp_path, "--dump-dom").stdout
+    assert "<h2>Verdicts: audit</h2>" in dom and "1 of 2 classes poisoned: 1 (dogs)" in dom
+    assert '<tr class="poisoned"><td>1</td><td>dogs</td><td>poisoned</td>' in dom
+    assert "model accuracy 0.950" in dom and "/d/dogs/a.png" in dom
+    assert dom.index("Verdicts: audit") < dom.index("Suspicious images")
+
+    shot = tmp_path / "chromium" / "report.png"
+    shot.parent.mkdir(exist_ok=True)
+    chromium(report, tmp_path, f"--screenshot={shot}")
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert pixels.shape[:2] == (SCREEN[1], SCREEN[0])
+    assert (pixels.min(axis=2) < 128).mean() > 0.002  # text drawn, not a blank page
+    poisoned_row = np.all(pixels == (0xFD, 0xE0, 0xDC), axis=2)  # tr.poisoned's background
+    assert poisoned_row.sum() > 500
+    assert (np.all(pixels == (31, 119, 180), axis=2)).sum() > 1000  # the verdicts' figure
 
 
 def test_report_needs_a_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
