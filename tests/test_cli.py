@@ -688,10 +688,21 @@ def test_stray_files_and_line_breaks_in_names(
     assert yaml.safe_load((out / "config.yaml").read_text())["dataset"]["on_bad_input"] == "skip"
 
 
-def test_a_built_wheel_carries_the_workflow(folder: Path, tmp_path: Path) -> None:
+def test_a_built_wheel_installed_into_a_fresh_venv_gives_a_working_command(
+    folder: Path, tmp_path: Path
+) -> None:
     """Problem 8 of issue 34: a non-editable install gave a command without its workflow.
-    The wheel is built from a copy of the checkout, installed into a folder of its own and
-    its command checks a scan (the dependencies are this environment's)."""
+
+    The wheel is built from a copy of the checkout and pip-installed (no dependencies) into a
+    fresh virtual environment, whose heavy dependencies (torch, Snakemake ...) are this
+    environment's: a ``.pth`` file written after the install adds only this environment's
+    site-packages folder (its own ``.pth`` files, the editable install of the checkout's
+    ``src`` among them, are not read). The venv's ``poisonscan`` command, run outside the
+    checkout, imports poisonscan from the wheel and checks a scan of a folder (a dry run:
+    the image checks, the config against the wheel's schema, the packaged workflow's jobs)
+    with the Snakefile inside the installed package."""
+    import sysconfig
+
     src = tmp_path / "src"
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "Snakefile",
                  "config/schema.yaml", "src", "rules", "workflow", "envs", "profiles"):  # fmt: skip
@@ -707,20 +718,42 @@ def test_a_built_wheel_carries_the_workflow(folder: Path, tmp_path: Path) -> Non
                            timeout=300)  # fmt: skip
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("poisonscan-*.whl")
-    site = tmp_path / "site"
-    install = subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    # pip of this environment installs into the venv (--python); nothing else is installed
+    install = subprocess.run([*pip, "--python", str(python), "install", "--no-deps",
+                              "--no-index", str(wheel)], capture_output=True, text=True,
+                             timeout=300)  # fmt: skip
     assert install.returncode == 0, install.stderr[-2000:]
-    assert (site / "poisonscan" / "_workflow" / "rules" / "common.smk").is_file()
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    env.pop("POISONSCAN_WORKFLOW", None)
-    proc = subprocess.run([sys.executable, "-m", "poisonscan.cli", "scan", str(folder), "--out",
-                           str(tmp_path / "out"), "--dry-run"], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=300)  # fmt: skip
+    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
+    site = Path(subprocess.check_output([python, "-c", where], text=True).strip())
+    assert site.is_relative_to(venv) and (site / "poisonscan" / "_workflow" / "Snakefile").is_file()
+    deps = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    (site / "zz-poisonscan-test-deps.pth").write_text("".join(f"{d}\n" for d in sorted(deps)))
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("POISONSCAN_WORKFLOW", "PYTHONPATH", "VIRTUAL_ENV")}  # fmt: skip
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    work = tmp_path / "elsewhere"  # not the checkout: nothing is imported from the source tree
+    work.mkdir()
+    which = "import poisonscan.cli as c, torch; print(c.__file__, c.workflow_root())"
+    found = subprocess.run([python, "-c", which], capture_output=True, text=True, env=env,
+                           cwd=work, timeout=300)  # fmt: skip
+    assert found.returncode == 0, found.stderr[-2000:]
+    module, root = map(Path, found.stdout.split())
+    assert module == site / "poisonscan" / "cli.py" and root == module.parent / "_workflow"
+    command = venv / "bin" / "poisonscan"
+    assert command.read_text().startswith(f"#!{python}")
+    proc = subprocess.run([str(command), "scan", str(folder), "--out", str(tmp_path / "out"),
+                           "--dry-run"], capture_output=True, text=True, env=env, cwd=work,
+                          timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout + proc.stderr
     assert f"Snakefile: {site / 'poisonscan' / '_workflow' / 'Snakefile'}" in text
-    assert "make_dataset" in text
+    assert str(REPO) not in text  # nothing of the checkout, the Snakefile's rules included
+    assert "make_dataset" in text and "rule train:" in text
 
 
 def sign_folder(root: Path, n: int, poisoned: bool) -> list[str]:
