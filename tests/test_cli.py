@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, random_dataset
 from PIL import Image
 
 from poisonscan import cli
@@ -826,3 +826,41 @@ def test_scan_finds_the_poisoned_class_and_files_and_nothing_in_a_clean_folder(
     else:
         assert poisoned_classes == [] and suspicious == []
     assert "Audit:" in proc.stdout + proc.stderr
+
+
+def test_a_scans_own_model_gives_the_same_heatmaps_when_scanned_again(
+    folder: Path, tmp_path: Path
+) -> None:
+    """Issue 34, problem 4: the weights a scan trained, passed back with --model, are read with
+    their own normalisation (from the sidecar), so predictions and heatmaps are the scan's; the
+    assumed 0/1 normalisation would give other heatmaps."""
+    import torch
+
+    from poisonscan.checkpoints import load_checkpoint, save_checkpoint
+    from poisonscan.explain import ExplainParams
+    from poisonscan.explain.methods import make_explainer
+    from poisonscan.inference import Normalization
+    from poisonscan.models import build_model
+    from poisonscan.usermodel import load_user_model
+
+    data = random_dataset(n_classes=3, n_train=8, n_test=2)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "results" / "folder" / "audit" / "model.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    save_checkpoint(ckpt, build_model("net", 3).eval(), "net", data,
+                    Normalization.fit(data.x_train))  # fmt: skip
+    cfg = validate_config(cli.build_config(folder, model=ckpt), SCHEMA)
+    params = ExplainParams.from_config(cfg["explain"])
+
+    def heatmaps(model: torch.nn.Module, norm: Normalization) -> np.ndarray:
+        x = norm.to_tensor(data.x_train[:6])
+        with make_explainer(model, params, norm, tuple(x.shape[1:])) as explainer:
+            return explainer(x, torch.as_tensor(data.y_train[:6])).detach().numpy()
+
+    trained, norm, _ = load_checkpoint(ckpt, torch.device("cpu"))
+    user = load_user_model(cfg["model"], 3, 32)
+    assert user.normalization == norm  # the sidecar's, not 0/1
+    again = heatmaps(user.module, user.normalization)
+    assert np.array_equal(heatmaps(trained, norm), again)
+    assumed = Normalization((0.0,) * 3, (1.0,) * 3)
+    assert not np.allclose(heatmaps(user.module, assumed), again)
