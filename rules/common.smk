@@ -1,6 +1,7 @@
 import csv
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from poisonscan.attacks import ATTACKS
@@ -20,6 +21,16 @@ _validated = validate_config(
 )
 config.clear()
 config.update(_validated)
+
+
+def cfg(path):
+    """The one way rules read the config: the value at the dotted ``path`` of the validated
+    config (schema defaults filled); a section comes without its performance knobs (they
+    reach the rules as resources), keys sorted, so that it can be a rule's params."""
+    value = section(config, path)
+    return without_performance(value, path) if isinstance(value, Mapping) else value
+
+
 # A CUDA device must exist where it is used: on this machine, unless the profile gives the
 # job a GPU (set-resources: gpu / gres).
 check_devices(
@@ -31,41 +42,41 @@ check_devices(
     ],
 )
 
-DATASET = config["dataset"]["name"]
+DATASET = cfg("dataset.name")
 # A user's dataset (folder, npz) is named by its path only: the digest of its files is a
 # parameter of make_dataset, so that any edit of them reruns the audit (and nothing else
 # does). The built-in datasets have none (their runs keep their recorded parameters).
 DATASET_CONTENT = (
-    {"content": content_fingerprint(config["dataset"])}
+    {"content": content_fingerprint(cfg("dataset"))}
     if DATASETS[DATASET].user_data
     else {}
 )
 # An audit of a user's dataset: one scenario ("audit") without attack or ground truth.
-AUDIT = config["audit"]
-SCENARIOS = sorted(config["scenarios"])
+AUDIT = cfg("audit")
+SCENARIOS = sorted(cfg("scenarios"))
 # An audit gates its verdicts on the model's test accuracy (poisonscan.verdicts.gate); the
 # experiments, scored against their ground truth, do not.
 AUDIT_METRICS = {"metrics": "results/{dataset}/{scenario}/metrics.json"} if AUDIT else {}
 # An audit also judges the held-out test images (poisonscan.verdicts.heldout): every file.
-AUDIT_QUALITY = {"quality": config["model_quality"], "judge_test": True} if AUDIT else {}
+AUDIT_QUALITY = {"quality": cfg("model_quality"), "judge_test": True} if AUDIT else {}
 AUDIT_CONFLICTS = (
     {"conflicts": "results/{dataset}/{scenario}/verdicts/label_conflicts.csv"} if AUDIT else {}
 )
 # Where each scenario of the experiment matrix sits in it (for the aggregated tables).
-MATRIX = {sc.name: sc for sc in expand_matrix(config["matrix"])}
-DISTANCES = config["distances"]["methods"]
+MATRIX = {sc.name: sc for sc in expand_matrix(cfg("matrix"))}
+DISTANCES = cfg("distances.methods")
 # Detection methods (clusters/<method>.npz each; poisonscan.detectors.DETECTORS).
-METHODS = config["clustering"]["methods"]
-REMOVAL_METHODS = config["removal"]["methods"]
+METHODS = cfg("clustering.methods")
+REMOVAL_METHODS = cfg("removal.methods")
 # The whole-dataset scan also ranks the classes by GW (the GW kNN graphs of every class).
-SCAN_GW = config["scan"]["gw"]
+SCAN_GW = cfg("scan.gw")
 # The verdicts compare every class with the others: they run when every class is explained.
-VERDICTS = config["explain"]["classes"] == "all"
+VERDICTS = cfg("explain.classes") == "all"
 # The clean model the label-consistent attack runs PGD against (made by train_proxy), trained
 # once per dataset, shared by every scenario that needs it ("proxy" is a reserved name).
 PROXY = "results/{dataset}/proxy/model.safetensors"
 PROXY_SCENARIOS = {
-    name for name, sc in config["scenarios"].items() if ATTACKS[sc["attack"]].needs_proxy
+    name for name, sc in cfg("scenarios").items() if ATTACKS[sc["attack"]].needs_proxy
 }
 
 
@@ -86,7 +97,7 @@ def scenario_dir(wildcards):
 
 
 def scenario_params(wildcards):
-    return config["scenarios"][wildcards.scenario]
+    return cfg(f"scenarios.{wildcards.scenario}")
 
 
 def evaluation_files(wildcards=None):
@@ -111,14 +122,14 @@ def final_outputs(wildcards=None):
 def scenario_context(wildcards):
     """Descriptive columns of the summary rows of one scenario."""
     name = wildcards.scenario
-    sc = config["scenarios"][name]
+    sc = cfg(f"scenarios.{name}")
     return {
         "dataset": wildcards.dataset,
         "scenario": wildcards.scenario,
         "attack": sc["attack"],
         "poison_rate": sc.get("poison_rate", 0.0),  # the clean control has none
         "sticker_size": sc.get("sticker_size", ""),  # blended and clean have no sticker
-        "model": config["model"]["name"],
+        "model": cfg("model.name"),
         "matrix_block": MATRIX[name].block if name in MATRIX else "",
         "grid_point": MATRIX[name].point_label if name in MATRIX else "",
         "repetition": MATRIX[name].repetition if name in MATRIX else "",
@@ -133,13 +144,13 @@ def sidecar(wildcards):
 
 def attacked_class(wildcards):
     """The class the scenario's attack poisons; None for the clean control."""
-    sc = config["scenarios"][wildcards.scenario]
+    sc = cfg(f"scenarios.{wildcards.scenario}")
     return None if sc["attack"] == "clean" else sc["target"]
 
 
 def target_group(wildcards):
     """Zarr group of the scenario's analysed (target) class in its explanation store."""
-    target = config["scenarios"][wildcards.scenario]["target"]
+    target = cfg(f"scenarios.{wildcards.scenario}.target")
     return f"results/{wildcards.dataset}/{wildcards.scenario}/explain.zarr/{target}"
 
 
@@ -160,14 +171,14 @@ def detector_sections(wildcards):
     """The config sections detector <method> takes, by keyword argument, without their
     performance knobs (passed as resources)."""
     return {
-        arg: without_performance(section(config, path), path)
+        arg: cfg(path)
         for arg, path in DETECTORS[wildcards.method].sections.items()
     }
 
 
 def verdict_baseline_sections():
     """Baseline name -> its config section, for every entry of VERDICT_BASELINES."""
-    return {name: section(config, b.section) for name, b in VERDICT_BASELINES.items()}
+    return {name: cfg(b.section) for name, b in VERDICT_BASELINES.items()}
 
 
 def detector_code(wildcards):

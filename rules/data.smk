@@ -9,7 +9,7 @@ rule make_dataset:
         # the bad files and classes of a user's dataset that were left out (on_bad_input: skip)
         bad_input="results/{dataset}/bad_input.csv",
     params:
-        dataset=config["dataset"],
+        dataset=cfg("dataset"),
         code=code("data"),
         # a user's dataset: the digest of its files, so that editing them reruns the audit
         **DATASET_CONTENT,

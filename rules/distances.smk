@@ -25,7 +25,7 @@ rule distances_gw:
         store=directory("results/{dataset}/{scenario}/distances/gw.zarr"),
     params:
         group=target_group,
-        gw=without_performance(config["distances"]["gw"], "distances.gw"),
+        gw=cfg("distances.gw"),
         code=code("distances"),
     resources:
         # performance knobs (tile, batch_mb, knn.pairs_per_task) and the Dask cluster (read
@@ -49,7 +49,7 @@ rule distances_gw_classes:
     output:
         store=directory("results/{dataset}/{scenario}/distances/gw_classes.zarr"),
     params:
-        gw=without_performance(config["distances"]["gw"], "distances.gw"),
+        gw=cfg("distances.gw"),
         code=code("distances"),
     resources:
         **performance_resources(config, "distances.gw"),

@@ -13,7 +13,7 @@ rule explain:
         ),
     params:
         scenario=scenario_params,
-        explain=without_performance(config["explain"], "explain"),
+        explain=cfg("explain"),
         code=code("explain"),
     resources:
         # performance knobs (explain.batch_size): not params, so changing them reruns nothing

@@ -20,8 +20,8 @@ rule retrain_filtered:
         filter="|".join(["perfect", *REMOVAL_METHODS]),
     params:
         group=target_group,
-        model=config["model"],
-        training=config["training"],
+        model=cfg("model"),
+        training=cfg("training"),
         code=code("removal"),
     log:
         "results/logs/retrain_filtered/{dataset}/{scenario}/{filter}.log",

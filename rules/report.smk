@@ -29,7 +29,7 @@ rule embed:
         tsne="results/{dataset}/{scenario}/figures/tsne.npz",
     params:
         group=target_group,
-        seed=config["clustering"]["spray"]["seed"],
+        seed=cfg("clustering.spray.seed"),
         code=code("report"),
     log:
         "results/logs/embed/{dataset}/{scenario}.log",

@@ -15,9 +15,9 @@ rule scan:
             subcategory="{scenario}",
         ),
     params:
-        spray=config["clustering"]["spray"],
-        decision=config["clustering"]["decision"],
-        target=lambda w: config["scenarios"][w.scenario]["target"],
+        spray=cfg("clustering.spray"),
+        decision=cfg("clustering.decision"),
+        target=lambda w: cfg(f"scenarios.{w.scenario}.target"),
         code=code("scan"),
     log:
         "results/logs/scan/{dataset}/{scenario}.log",

@@ -9,8 +9,8 @@ rule train_proxy:
         sidecar=f"{PROXY}.json",
         metrics="results/{dataset}/proxy/metrics.json",
     params:
-        model=config["model"],
-        training=config["training"],
+        model=cfg("model"),
+        training=cfg("training"),
         code=code("train"),
     log:
         "results/logs/train_proxy/{dataset}.log",
@@ -23,7 +23,7 @@ rule train_proxy:
 
 
 # model.file: the user's model replaces training (rule import_model writes what train writes).
-USER_MODEL = config["model"]["file"]
+USER_MODEL = cfg("model.file")
 USER_MODEL_FORMAT = model_format(USER_MODEL) if USER_MODEL else None
 
 
@@ -44,7 +44,7 @@ if USER_MODEL:
                 else []
             ),
         params:
-            model=config["model"],
+            model=cfg("model"),
             code=code("train"),
         log:
             "results/logs/import_model/{dataset}/{scenario}.log",
@@ -72,8 +72,8 @@ else:
                 subcategory="{scenario}",
             ),
         params:
-            model=config["model"],
-            training=config["training"],
+            model=cfg("model"),
+            training=cfg("training"),
             code=code("train"),
         log:
             "results/logs/train/{dataset}/{scenario}.log",

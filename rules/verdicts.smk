@@ -36,7 +36,7 @@ rule verdicts:
         # an audit: (near-)identical images under different labels
         **AUDIT_CONFLICTS,
     params:
-        verdicts=config["verdicts"],
+        verdicts=cfg("verdicts"),
         code=code("verdicts"),
         **AUDIT_QUALITY,
     log:
