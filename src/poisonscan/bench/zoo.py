@@ -42,9 +42,12 @@ def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _parameters(attack: dict[str, Any]) -> str:
-    source = attack.get("source", "–")
-    parts = [f"{'all' if source is None else source} -> {attack.get('target')}"]
-    parts += [f"{k} {v}" for k, v in attack.items() if k not in _SEEDS]
+    if "source" in attack:
+        source = "all" if attack["source"] is None else attack["source"]
+        parts = [f"{source} -> {attack.get('target')}"]
+    else:
+        parts = [f"class {attack.get('target')}"]
+    parts += [f"{k} {v}" for k, v in attack.items() if k not in _SEEDS and v is not None]
     return ", ".join(str(p).replace("[", "(").replace("]", ")") for p in parts)
 
 
