@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from conftest import random_dataset
@@ -115,7 +117,7 @@ def test_all_to_all_moves_every_class_to_the_next() -> None:
     mask = out.extra["poison_mask"]
     orig = clean.y_train[mask]
     assert np.array_equal(out.y_train[mask], (orig + 1) % 4)
-    assert np.all(np.bincount(orig, minlength=4) == n_poison_for(0.1, 100))
+    assert np.all(np.bincount(orig, minlength=4) == 10)  # round(p * n_c) of every class
     # every class ends with the share p of poisoned images
     share = [np.mean(mask[out.y_train == c]) for c in range(4)]
     assert np.allclose(share, 0.1, atol=0.01)
@@ -124,3 +126,13 @@ def test_all_to_all_moves_every_class_to_the_next() -> None:
     # a model that obeys the trigger has attack success 1, one that ignores it 0
     assert attack_success_rates(t_target, t_orig, t_target)[0] == 1.0
     assert attack_success_rates(t_orig, t_orig, t_target)[0] == 0.0
+
+
+def test_all_to_all_takes_a_share_of_each_class_even_when_sizes_differ() -> None:
+    clean = random_dataset(n_classes=3, n_train=100, n_test=4)
+    small = np.concatenate([np.flatnonzero(clean.y_train == 0)[:20],
+                            np.flatnonzero(clean.y_train != 0)])  # fmt: skip
+    clean = dataclasses.replace(clean, x_train=clean.x_train[small], y_train=clean.y_train[small])
+    out = AllToAllAttack(target=0, poison_rate=0.1).poison(clean)
+    orig = clean.y_train[out.extra["poison_mask"]]
+    assert np.bincount(orig, minlength=3).tolist() == [2, 10, 10]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -114,3 +115,17 @@ def test_class_sizes_are_checked_only_when_known(tmp_path: Any) -> None:
         "scenarios": {"lc": lc},
     }
     assert validate_config(cfg, SCHEMA)["scenarios"]["lc"]["target"] == 42
+
+
+def test_poison_counts_are_checked_where_the_class_sizes_are_known(tmp_path: Path) -> None:
+    """With the labels readable before any work (a CIFAR-10 npz here), an attack that needs
+    more images than a class holds stops at validation, naming the key."""
+    import numpy as np
+
+    names = np.array([f"class {c}" for c in range(10)])
+    np.savez(tmp_path / "c.npz", y_train=np.repeat(np.arange(10), 300), names=names)
+    cfg = {"dataset": {"name": "cifar10", "path": str(tmp_path / "c.npz")},
+           "scenarios": {"x": {"attack": "tact", "source": 1, "target": 0, "poison_rate": 0.6,
+                               "cover_classes": [5]}}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"scenarios.x.poison_rate': needs 450 source-class"):
+        validate_config(cfg, SCHEMA)

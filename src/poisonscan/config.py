@@ -182,8 +182,9 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     ds = cfg["dataset"]
     n_classes = _check_dataset(cfg)  # the dataset's classes decide valid ids
     size = ds["image_size"]
+    counts = class_counts(ds) if cfg["scenarios"] else None
     for name, sc in cfg["scenarios"].items():
-        _check_scenario(name, sc, ds, n_classes)
+        _check_scenario(name, sc, ds, n_classes, counts)
     dask = cfg["dask"]
     for mode in ("address", "scheduler_file"):
         if dask["cluster"] == mode and not dask.get(mode):
@@ -268,13 +269,17 @@ def _check_methods(cfg: Mapping[str, Any]) -> None:
 
 
 def _check_scenario(
-    name: str, sc: Mapping[str, Any], ds: Mapping[str, Any], n_classes: int
+    name: str,
+    sc: Mapping[str, Any],
+    ds: Mapping[str, Any],
+    n_classes: int,
+    counts: np.ndarray | None = None,
 ) -> None:
     """What the schema cannot check about one scenario: classes, sizes, poison counts.
 
-    The attack's own ``check`` (and ``n_poison`` where class sizes are known
-    before the data is read: the synthetic dataset) decides; its
-    :class:`AttackParameterError` names the key.
+    The attack's own ``check`` (and ``n_poison`` where the class sizes are known before
+    the data is read: the synthetic dataset, GTSRB's and CIFAR-10's npz labels, a user's
+    folder) decides; its :class:`AttackParameterError` names the key.
     """
     at = f"scenarios.{name}"
     if name == AUDIT_SCENARIO and sc.get("target", 0) is not None:
@@ -299,8 +304,8 @@ def _check_scenario(
     try:
         attack = attack_from_config(sc)
         attack.check(n_classes, (size, size))
-        if ds["name"] == "synthetic":  # elsewhere class sizes are known only in the poison step
-            attack.n_poison([ds["n_train_per_class"]] * n_classes)
+        if counts is not None:  # training images per class, where known before any work
+            attack.n_poison(np.asarray(counts))
     except AttackParameterError as err:
         raise ConfigError(f"config key '{at}.{err.key}': {err.detail}") from err
     except ValueError as err:

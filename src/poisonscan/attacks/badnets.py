@@ -12,8 +12,7 @@ attack            changed training images                      label
 ================  ===========================================  ===========================
 ``badnets``       n_poison_for(p, n_target) images of          target
                   ``source`` (None: every other class)
-``all_to_all``    from every class c, n_poison_for(p, n_{c+1})   (c + 1) mod C
-                  images of c
+``all_to_all``    round(p * n_c) images of every class c          (c + 1) mod C
 ================  ===========================================  ===========================
 
 Random choices come from one ``numpy.random.default_rng(seed)`` in a fixed order: the
@@ -35,7 +34,6 @@ from poisonscan.attacks.base import (
     check_count,
     check_rate,
     choose,
-    n_poison_for,
     poisoned_dataset,
     register_attack,
 )
@@ -146,8 +144,9 @@ class AllToAllAttack(PatchFields, Attack):
 
     name: ClassVar[str] = "all_to_all"
     rate_definition: ClassVar[str] = (
-        "from every class c, round(p * n_{c+1} / (1 - p)) images of c are patched and "
-        "labelled c + 1 (mod C), so that they make up the share p of every class"
+        "the share p of every class c (round(p * n_c) images) is patched and labelled "
+        "c + 1 (mod C), as BackdoorBench's all2all; with classes of equal size the poisoned "
+        "images make up the share p of every class"
     )
     target: int
     poison_rate: float
@@ -160,7 +159,7 @@ class AllToAllAttack(PatchFields, Attack):
 
     def _per_class(self, class_counts: np.ndarray) -> np.ndarray:
         counts = np.asarray(class_counts)
-        wanted = np.array([n_poison_for(self.poison_rate, int(c)) for c in np.roll(counts, -1)])
+        wanted = np.array([round(self.poison_rate * int(n)) for n in counts])
         for c, (n, available) in enumerate(zip(wanted, counts, strict=True)):
             check_count(int(n), int(available), f"class-{c}")
         return wanted
