@@ -182,7 +182,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     ds = cfg["dataset"]
     n_classes = _check_dataset(cfg)  # the dataset's classes decide valid ids
     size = ds["image_size"]
-    counts = class_counts(ds) if cfg["scenarios"] else None
+    counts = class_counts(ds)  # read once: the scenarios' poison counts and the class sizes
     for name, sc in cfg["scenarios"].items():
         _check_scenario(name, sc, ds, n_classes, counts)
     dask = cfg["dask"]
@@ -197,7 +197,7 @@ def _check_semantics(cfg: dict[str, Any]) -> None:
     _check_parameters(cfg)
     _check_methods(cfg)
     _check_explain_classes(cfg, n_classes)
-    _check_class_sizes(cfg)
+    _check_class_sizes(cfg, counts)
 
 
 def _check_dataset(cfg: Mapping[str, Any]) -> int:
@@ -351,12 +351,12 @@ _CLASS_BOUNDED: dict[str, tuple[tuple[str, bool], ...]] = {
 }
 
 
-def _check_class_sizes(cfg: Mapping[str, Any]) -> None:
+def _check_class_sizes(cfg: Mapping[str, Any], counts: np.ndarray | None) -> None:
     """Neighbour and cluster counts of the configured methods fit the class each scenario
-    analyses (its target class after poisoning: relabelling attacks add their poison)."""
+    analyses (its target class after poisoning: relabelling attacks add their poison);
+    ``counts``: :func:`class_counts` of the dataset (None: unknown, nothing to check)."""
     from poisonscan.detectors import DETECTORS
 
-    counts = class_counts(cfg["dataset"])
     if counts is None:
         return
     sections = {path for m in cfg["clustering"]["methods"] for path in
