@@ -49,6 +49,7 @@ from poisonscan.attacks.triggers import (
     BLEND_PATTERNS,
     Box,
     Patch,
+    check_corner_patches,
     make_blend_pattern,
     patch_pixels,
 )
@@ -245,16 +246,7 @@ class AdaptivePatchAttack(_Adaptive):
             raise AttackParameterError(
                 "test_triggers", f"{list(self.test_triggers)}: needs trigger indices in 0..3"
             )
-        size = self.trigger_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise AttackParameterError("trigger_size", f"{size!r} is not an integer >= 1")
-        if 2 * (size + self.distance) > min(image_size):
-            raise AttackParameterError(
-                "trigger_size", f"the four corner triggers overlap in the {image_size} image"
-            )
-        Patch(
-            np.zeros((size, size, 3), np.uint8), placement="corner", distance=self.distance
-        ).check(image_size)
+        check_corner_patches(self.trigger_size, self.distance, image_size)
 
     def poison(self, clean: ImageDataset, proxy: Any = None) -> ImageDataset:
         size = clean.image_shape[:2]

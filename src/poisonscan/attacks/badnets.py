@@ -29,7 +29,6 @@ import numpy as np
 from poisonscan.attacks.base import (
     AllToOne,
     Attack,
-    AttackParameterError,
     check_class,
     check_count,
     check_rate,
@@ -37,7 +36,7 @@ from poisonscan.attacks.base import (
     poisoned_dataset,
     register_attack,
 )
-from poisonscan.attacks.triggers import Box, Patch, patch_pixels
+from poisonscan.attacks.triggers import Box, Patch, check_patch_size, patch_pixels
 from poisonscan.storage import ImageDataset
 
 __all__ = ["AllToAllAttack", "BadNetsAttack", "PatchFields"]
@@ -61,9 +60,7 @@ class PatchFields:
 
     def patch(self) -> Patch:
         """The trigger; raises :class:`AttackParameterError` for a bad size or pattern."""
-        size = self.trigger_size
-        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-            raise AttackParameterError("trigger_size", f"{size!r} is not an integer >= 1")
+        size = check_patch_size(self.trigger_size)
         return Patch(
             patch_pixels(self.pattern, size, self.color, self.pattern_seed),
             placement=self.placement, window=self.window, position=self.position,

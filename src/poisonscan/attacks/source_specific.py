@@ -37,7 +37,7 @@ from poisonscan.attacks.base import (
     poisoned_dataset,
     register_attack,
 )
-from poisonscan.attacks.triggers import Box, Patch, patch_pixels
+from poisonscan.attacks.triggers import Box, Patch, check_corner_patches, patch_pixels
 from poisonscan.storage import ImageDataset
 
 __all__ = ["MultiTargetAttack", "TaCTAttack"]
@@ -182,16 +182,7 @@ class MultiTargetAttack(Attack):
             raise AttackParameterError("other_targets", f"repeats a class: {list(self.targets)}")
         if len(self.targets) >= n_classes:
             raise AttackParameterError("other_targets", "leaves no class to take images from")
-        size = self.trigger_size
-        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-            raise AttackParameterError("trigger_size", f"{size!r} is not an integer >= 1")
-        Patch(
-            np.zeros((size, size, 3), np.uint8), placement="corner", distance=self.distance
-        ).check(image_size)
-        if 2 * (size + self.distance) > min(image_size):
-            raise AttackParameterError(
-                "trigger_size", f"the corner triggers overlap in the {image_size} image"
-            )
+        check_corner_patches(self.trigger_size, self.distance, image_size)
 
     def _counts(self, class_counts: np.ndarray) -> list[int]:
         counts = np.asarray(class_counts)

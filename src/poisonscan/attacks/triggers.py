@@ -56,6 +56,8 @@ __all__ = [
     "Sticker",
     "apply_sticker",
     "boxes_to_mask",
+    "check_corner_patches",
+    "check_patch_size",
     "checkerboard_pattern",
     "make_blend_pattern",
     "natural_image",
@@ -381,6 +383,24 @@ def patch_pixels(pattern: str, size: int, color: str = "#ffffff", seed: int = 0)
     raise AttackParameterError(
         "pattern", f"unknown patch pattern {pattern!r}; allowed: {list(PATCH_PATTERNS)}"
     )
+
+
+def check_patch_size(size: object) -> int:
+    """``size`` as int if it is a patch side (an integer >= 1); else key ``trigger_size``."""
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise AttackParameterError("trigger_size", f"{size!r} is not an integer >= 1")
+    return int(size)
+
+
+def check_corner_patches(size: object, distance: int, image_size: tuple[int, int]) -> None:
+    """Patches of side ``size``, ``distance`` px from the border, fit every corner of the
+    image without overlapping (the several-trigger attacks put one per corner)."""
+    s = check_patch_size(size)
+    Patch(np.zeros((s, s, 3), np.uint8), placement="corner", distance=distance).check(image_size)
+    if 2 * (s + distance) > min(image_size):
+        raise AttackParameterError(
+            "trigger_size", f"the corner triggers overlap in the {image_size} image"
+        )
 
 
 @dataclass(frozen=True)
