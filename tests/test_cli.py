@@ -698,9 +698,9 @@ def test_a_built_wheel_installed_into_a_fresh_venv_gives_a_working_command(
     environment's: a ``.pth`` file written after the install adds only this environment's
     site-packages folder (its own ``.pth`` files, the editable install of the checkout's
     ``src`` among them, are not read). The venv's ``poisonscan`` command, run outside the
-    checkout, imports poisonscan from the wheel and checks a scan of a folder (a dry run:
-    the image checks, the config against the wheel's schema, the packaged workflow's jobs)
-    with the Snakefile inside the installed package."""
+    checkout, imports poisonscan from the wheel, plans a scan of a folder (a dry run: the
+    image checks, the config against the wheel's schema, the packaged workflow's jobs) with
+    the Snakefile inside the installed package, then runs it to its verdicts."""
     import sysconfig
 
     src = tmp_path / "src"
@@ -754,6 +754,15 @@ def test_a_built_wheel_installed_into_a_fresh_venv_gives_a_working_command(
     assert f"Snakefile: {site / 'poisonscan' / '_workflow' / 'Snakefile'}" in text
     assert str(REPO) not in text  # nothing of the checkout, the Snakefile's rules included
     assert "make_dataset" in text and "rule train:" in text
+    # and the installed command runs the scan to its verdicts (one epoch: the wheel is tested)
+    (work / "short.yaml").write_text("training: {epochs: 1}\n")
+    proc = subprocess.run([str(command), "scan", str(folder), "--out", str(tmp_path / "out"),
+                           "--config", str(work / "short.yaml"), "--cores", "2"],
+                          capture_output=True, text=True, env=env, cwd=work,
+                          timeout=900)  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    verdicts = tmp_path / "out" / "results" / "folder" / "audit" / "verdicts" / "verdicts.csv"
+    assert verdicts.is_file() and len(verdicts.read_text().splitlines()) == 1 + 3  # 3 classes
 
 
 def sign_folder(root: Path, n: int, poisoned: bool) -> list[str]:
